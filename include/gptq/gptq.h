@@ -1,0 +1,423 @@
+/*
+ * libgptq - GPTQ post-training quantization as a C library.
+ *
+ * This is the one stable public header. Bindings (ctypes/cffi, bindgen, cgo) read it.
+ * Optional parts have their own headers beside it (gptq/safetensors.h).
+ *
+ * Conventions used by every function in this header
+ * -------------------------------------------------
+ * - Fallible functions return `int`: GPTQ_OK (0) on success, a negative `gptq_status`
+ *   value on failure. The values are pinned forever; new ones are only appended.
+ * - Functions that take a `gptq_ctx *` record a human-readable description of a failure
+ *   (what went wrong, which tensor or file, which value) in that context; read it with
+ *   gptq_ctx_last_error(). A successful call does not clear it.
+ * - Objects are opaque handles made by `gptq_<object>_create()` and released by
+ *   `gptq_<object>_free()`; every `_free` accepts NULL.
+ * - Matrices are dense, row-major (C order), float32 unless stated otherwise.
+ *   W has shape [out_features, in_features] (the nn.Linear layout, y = x * W^T + b).
+ * - Buffers passed in by the caller stay the caller's. Pointers returned by getters
+ *   point into the object and stay valid until the object is freed.
+ * - Option structs begin with `struct_size`; fill them with their `_init()` function
+ *   first, then change fields. Fields are only ever appended, so a program built
+ *   against an older header keeps working with a newer library.
+ * - The library never prints, never exits and never aborts on bad input.
+ *
+ * Thread safety
+ * -------------
+ * A context and everything created with it may be used by one thread at a time.
+ * Separate contexts share no mutable state and may be used from separate threads at
+ * once. There is no global mutable state, with one documented exception: the CPU
+ * backend's BLAS (OpenBLAS) keeps a process-wide thread pool (see gptq_ctx_options).
+ */
+#ifndef GPTQ_GPTQ_H
+#define GPTQ_GPTQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------
+ * Visibility and version
+ * ------------------------------------------------------------------------------- */
+
+/* GPTQ_API marks every exported function. Symbols are hidden by default when the
+ * library is built (GPTQ_BUILDING is defined by its build only). */
+#if defined(_WIN32)
+#  if defined(GPTQ_BUILDING)
+#    define GPTQ_API __declspec(dllexport)
+#  else
+#    define GPTQ_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__) && __GNUC__ >= 4
+#  define GPTQ_API __attribute__((visibility("default")))
+#else
+#  define GPTQ_API
+#endif
+
+/* The version of this header. CMake reads these three lines; keep their shape. */
+#define GPTQ_VERSION_MAJOR 0
+#define GPTQ_VERSION_MINOR 1
+#define GPTQ_VERSION_PATCH 0
+
+#define GPTQ_VERSION_NUMBER \
+    (GPTQ_VERSION_MAJOR * 10000 + GPTQ_VERSION_MINOR * 100 + GPTQ_VERSION_PATCH)
+#define GPTQ_STRINGIFY_(x) #x
+#define GPTQ_STRINGIFY(x) GPTQ_STRINGIFY_(x)
+#define GPTQ_VERSION_STRING                                                      \
+    GPTQ_STRINGIFY(GPTQ_VERSION_MAJOR) "." GPTQ_STRINGIFY(GPTQ_VERSION_MINOR) "." \
+    GPTQ_STRINGIFY(GPTQ_VERSION_PATCH)
+
+/* The version of the library actually loaded, e.g. "0.1.0". Static storage. */
+GPTQ_API const char *gptq_version(void);
+
+/* The same as a number, MAJOR*10000 + MINOR*100 + PATCH (compare with
+ * GPTQ_VERSION_NUMBER to detect a header/library mismatch). */
+GPTQ_API uint32_t gptq_version_number(void);
+
+/* ---------------------------------------------------------------------------------
+ * Status codes
+ * ------------------------------------------------------------------------------- */
+
+typedef enum gptq_status {
+    GPTQ_OK = 0,
+    GPTQ_ERR_INVALID_ARGUMENT = -1,   /* NULL where a value is needed, out-of-range option */
+    GPTQ_ERR_OUT_OF_MEMORY = -2,      /* an allocation failed (host or device) */
+    GPTQ_ERR_NOT_SUPPORTED = -3,      /* valid but unsupported: bits, layout, backend... */
+    GPTQ_ERR_NOT_POSITIVE_DEFINITE = -4, /* Cholesky failed even after damping retries */
+    GPTQ_ERR_NUMERIC = -5,            /* NaN or Inf in an input, or a result overflowed */
+    GPTQ_ERR_IO = -6,                 /* open/read/write/rename failed */
+    GPTQ_ERR_MALFORMED = -7,          /* a file or tensor does not follow its format */
+    GPTQ_ERR_SHAPE = -8,              /* dimensions do not agree */
+    GPTQ_ERR_DEVICE = -9,             /* no GPU, no driver, or a device-side failure */
+    GPTQ_ERR_CANCELLED = -10,         /* a progress callback asked to stop */
+    GPTQ_ERR_INTERNAL = -11,          /* a library bug: please report it */
+    GPTQ_ERR_NOT_FOUND = -12          /* a named tensor, key or file does not exist */
+} gptq_status;
+
+/* Static English text for a status code ("invalid argument", ...). Never NULL; an
+ * unknown code gives "unknown status". */
+GPTQ_API const char *gptq_status_str(int status);
+
+/* The same function under the name house style gives it; kept for bindings that
+ * look for `*_strerror`. */
+GPTQ_API const char *gptq_strerror(int status);
+
+/* ---------------------------------------------------------------------------------
+ * Context
+ * ------------------------------------------------------------------------------- */
+
+/* Backends. A CPU-only build exports the same functions; asking for CUDA where it is
+ * absent returns GPTQ_ERR_NOT_SUPPORTED or GPTQ_ERR_DEVICE with a message. */
+#define GPTQ_BACKEND_AUTO 0 /* CUDA if libgptq-cuda.so and a GPU are usable, else CPU */
+#define GPTQ_BACKEND_CPU 1  /* OpenBLAS + LAPACKE, threads */
+#define GPTQ_BACKEND_CUDA 2 /* libgptq-cuda.so, opened at run time with dlopen */
+
+/* Log levels passed to gptq_log_fn. */
+#define GPTQ_LOG_ERROR 0
+#define GPTQ_LOG_WARN 1
+#define GPTQ_LOG_INFO 2
+#define GPTQ_LOG_DEBUG 3
+
+/* A log sink. `msg` is one line without a trailing newline, valid during the call. */
+typedef void (*gptq_log_fn)(void *user, int32_t level, const char *msg);
+
+typedef struct gptq_ctx_options {
+    uint32_t struct_size; /* set by gptq_ctx_options_init() */
+    int32_t backend;      /* GPTQ_BACKEND_*, default GPTQ_BACKEND_CPU */
+    int32_t threads;      /* worker threads for the library's own loops; 0 = all cores.
+                           * With the CPU backend a value > 0 is also passed to
+                           * OpenBLAS, whose thread pool is process-wide: the last
+                           * context created with threads > 0 sets it for all. */
+    int32_t device;       /* GPU ordinal for the CUDA backend, default 0 */
+    gptq_log_fn log;      /* optional; NULL = silent (the default) */
+    void *log_user;       /* passed back to `log` */
+    int32_t log_level;    /* messages above this level are dropped; default GPTQ_LOG_WARN */
+} gptq_ctx_options;
+
+typedef struct gptq_ctx gptq_ctx;
+
+/* Fill `opts` with the defaults (backend CPU, threads 0 = all cores, device 0, no log). */
+GPTQ_API void gptq_ctx_options_init(gptq_ctx_options *opts);
+
+/* Create a context. `opts` may be NULL for the defaults.
+ * Errors: GPTQ_ERR_INVALID_ARGUMENT (out NULL, bad struct_size or backend),
+ *         GPTQ_ERR_OUT_OF_MEMORY, GPTQ_ERR_NOT_SUPPORTED (backend CUDA without
+ *         libgptq-cuda.so), GPTQ_ERR_DEVICE (backend CUDA without a usable GPU).
+ * On failure *out is NULL; there is no context to read a message from, so pass
+ * `errbuf` (may be NULL) of `errbuf_size` bytes to receive the message. */
+GPTQ_API int gptq_ctx_create(const gptq_ctx_options *opts, gptq_ctx **out, char *errbuf,
+                             size_t errbuf_size);
+
+/* Release a context. Objects created with it must be freed first. NULL is fine. */
+GPTQ_API void gptq_ctx_free(gptq_ctx *ctx);
+
+/* The message of the last failure on this context, "" if none. Valid until the next
+ * call on the context. Never NULL (for ctx NULL: a static text). */
+GPTQ_API const char *gptq_ctx_last_error(const gptq_ctx *ctx);
+
+/* The status code of the last failure on this context, GPTQ_OK if none. */
+GPTQ_API int gptq_ctx_last_status(const gptq_ctx *ctx);
+
+/* The backend in use (GPTQ_BACKEND_CPU or GPTQ_BACKEND_CUDA; never AUTO). */
+GPTQ_API int32_t gptq_ctx_backend(const gptq_ctx *ctx);
+
+/* Name of a backend id: "auto", "cpu", "cuda", or "unknown". Static storage. */
+GPTQ_API const char *gptq_backend_name(int32_t backend);
+
+/* Whether a backend can be used in this process: 1 yes, 0 no. For CUDA this opens
+ * libgptq-cuda.so and asks it for a device; on 0, `why` (may be NULL) of `why_size`
+ * bytes receives the reason. */
+GPTQ_API int gptq_backend_available(int32_t backend, char *why, size_t why_size);
+
+/* ---------------------------------------------------------------------------------
+ * Hessian accumulator: H = 2/n * sum over samples of X_s^T X_s
+ * ------------------------------------------------------------------------------- */
+
+typedef struct gptq_hessian gptq_hessian;
+
+/* A zeroed accumulator for `in_features` input channels (n = 0).
+ * Errors: INVALID_ARGUMENT (in_features < 1 or out NULL), OUT_OF_MEMORY. */
+GPTQ_API int gptq_hessian_create(gptq_ctx *ctx, int64_t in_features, gptq_hessian **out);
+
+/* An accumulator that starts from a given H (`h`, [in_features, in_features],
+ * symmetric, copied) standing for `nsamples` samples (>= 1; it only matters when more
+ * rows are added or accumulators are merged).
+ * Errors: INVALID_ARGUMENT, NUMERIC (NaN/Inf in h), OUT_OF_MEMORY. */
+GPTQ_API int gptq_hessian_create_from(gptq_ctx *ctx, int64_t in_features, const float *h,
+                                      int64_t nsamples, gptq_hessian **out);
+
+GPTQ_API void gptq_hessian_free(gptq_hessian *h);
+
+/* Add `nsamples` sequences of `seqlen` rows each: `x` is [nsamples * seqlen,
+ * in_features], sequence s in rows [s*seqlen, (s+1)*seqlen). Exactly as the reference
+ * `add_batch` of IST-DASLab/AutoGPTQ with an input of shape [nsamples, seqlen, in]:
+ *     H *= fl32(n / (n + nsamples));  n += nsamples;
+ *     H += (fl32(sqrt(2 / n)) * X)^T (fl32(sqrt(2 / n)) * X)      (float32)
+ * so samples are counted as sequences, not rows. A flat [tokens, in] matrix is one
+ * sample: nsamples = 1, seqlen = tokens. The references call this once per sequence.
+ * Errors: INVALID_ARGUMENT, NUMERIC (NaN/Inf in x; h is left unchanged),
+ *         OUT_OF_MEMORY. */
+GPTQ_API int gptq_hessian_add(gptq_ctx *ctx, gptq_hessian *h, const float *x,
+                              int64_t nsamples, int64_t seqlen);
+
+/* Merge `src` into `dst` (same in_features): afterwards dst stands for the samples of
+ * both, H = fl32(n1/(n1+n2)) * H1 + fl32(n2/(n1+n2)) * H2. Equal, up to float32
+ * rounding, to one accumulator that saw every row. src is unchanged.
+ * Errors: INVALID_ARGUMENT, SHAPE (in_features differ). */
+GPTQ_API int gptq_hessian_merge(gptq_ctx *ctx, gptq_hessian *dst, const gptq_hessian *src);
+
+/* The number of input features. */
+GPTQ_API int64_t gptq_hessian_in_features(const gptq_hessian *h);
+
+/* The number of samples accumulated so far (n). */
+GPTQ_API int64_t gptq_hessian_nsamples(const gptq_hessian *h);
+
+/* Copy H out into `dst` ([in_features, in_features], row-major, symmetric). `count`
+ * is the number of floats dst holds and must be >= in_features^2.
+ * Errors: INVALID_ARGUMENT. */
+GPTQ_API int gptq_hessian_read(gptq_ctx *ctx, const gptq_hessian *h, float *dst, size_t count);
+
+/* ---------------------------------------------------------------------------------
+ * Quantization configuration
+ * ------------------------------------------------------------------------------- */
+
+typedef struct gptq_config {
+    uint32_t struct_size;         /* set by gptq_config_init() */
+    int32_t bits;                 /* 2, 3, 4 or 8; default 4 */
+    int32_t group_size;           /* -1 (one group per row) or > 0; default 128 */
+    int32_t sym;                  /* 1 symmetric (default), 0 asymmetric */
+    int32_t desc_act;             /* 1 act-order: columns by descending diag(H); default 0 */
+    int32_t static_groups;        /* 1 group parameters fixed before GPTQ runs; default 0 */
+    int32_t block_size;           /* lazy-batch block width; default 128 */
+    int32_t rtn;                  /* 1 plain round-to-nearest, no Hessian needed; default 0 */
+    double damp_percent;          /* 0 < x < 1, fraction of mean(diag(H)); default 0.01 */
+    double damp_auto_increment;   /* added to damp_percent after a failed Cholesky, retried
+                                   * while damp < 1; 0 = no retry; default 0.01 */
+    int32_t inverse;              /* how U (upper Cholesky factor of H^-1) is computed:
+                                   * GPTQ_INVERSE_FAST (default) or GPTQ_INVERSE_REFERENCE */
+} gptq_config;
+
+/* GPTQ_INVERSE_REFERENCE runs the references' three factorisations (Cholesky of H,
+ * inverse from it, Cholesky of the inverse: about 4/3 n^3 flops). GPTQ_INVERSE_FAST
+ * computes the same U from one Cholesky of H with rows and columns reversed and one
+ * triangular inverse (2/3 n^3 flops): U = J inv(chol(J H J)) J, J the exchange matrix.
+ * The two agree to float32 rounding. */
+#define GPTQ_INVERSE_FAST 0
+#define GPTQ_INVERSE_REFERENCE 1
+
+/* Fill `cfg` with the defaults above. */
+GPTQ_API void gptq_config_init(gptq_config *cfg);
+
+/* Check a configuration without quantizing; INVALID_ARGUMENT or NOT_SUPPORTED with a
+ * message naming the field. `ctx` receives the message (may be NULL). */
+GPTQ_API int gptq_config_validate(gptq_ctx *ctx, const gptq_config *cfg);
+
+/* Number of groups for `in_features` columns: 1 if group_size == -1, else
+ * ceil(in_features / group_size). Returns -1 for invalid arguments. */
+GPTQ_API int64_t gptq_num_groups(int64_t in_features, int32_t group_size);
+
+/* ---------------------------------------------------------------------------------
+ * Layer quantization
+ * ------------------------------------------------------------------------------- */
+
+typedef struct gptq_result gptq_result;
+
+/* Quantize one linear layer with GPTQ (Frantar et al., 2023), reproducing the
+ * reference implementations (IST-DASLab gptq.py `fasterquant`, AutoGPTQ) step by
+ * step: row parameters, dead columns, static groups, act-order (stable descending
+ * sort of diag(H)), damping, the upper Cholesky factor of H^-1, lazy blocks, group
+ * parameters from the block-level W, a float32 quantizer with round-half-to-even.
+ *
+ *   w        [out_features, in_features] float32, not modified.
+ *   hessian  accumulated over this layer's inputs (in_features must match); may be
+ *            NULL only with cfg->rtn = 1. Not modified.
+ *   cfg      NULL for the defaults.
+ *   out      receives a new result; free it with gptq_result_free().
+ *
+ * When the Cholesky factorisation fails, damp_percent is raised by
+ * damp_auto_increment and the factorisation retried while damp < 1 (as GPTQModel's
+ * damp_auto_increment does); the damp used is in the result.
+ * Errors: INVALID_ARGUMENT (NULL, bad config), NOT_SUPPORTED (bits, group size),
+ *   SHAPE (in_features of the Hessian), NUMERIC (NaN/Inf in w or H, or a non-finite
+ *   result), NOT_POSITIVE_DEFINITE (after every retry), OUT_OF_MEMORY, DEVICE. */
+GPTQ_API int gptq_layer_quantize(gptq_ctx *ctx, const float *w, int64_t out_features,
+                                 int64_t in_features, const gptq_hessian *hessian,
+                                 const gptq_config *cfg, gptq_result **out);
+
+GPTQ_API void gptq_result_free(gptq_result *r);
+
+GPTQ_API int64_t gptq_result_out_features(const gptq_result *r);
+GPTQ_API int64_t gptq_result_in_features(const gptq_result *r);
+/* Number of groups ng (1 for group_size -1). */
+GPTQ_API int64_t gptq_result_ngroups(const gptq_result *r);
+/* The configuration used (copied into *cfg; struct_size must be set). */
+GPTQ_API int gptq_result_config(const gptq_result *r, gptq_config *cfg);
+
+/* Integer codes in [0, 2^bits - 1], [out_features, in_features], original column
+ * order (also with act-order). */
+GPTQ_API const int32_t *gptq_result_codes(const gptq_result *r);
+/* float32 scales, [ngroups, out_features]: scale of group g, output row r at
+ * [g * out_features + r]. */
+GPTQ_API const float *gptq_result_scales(const gptq_result *r);
+/* True integer zero points (not the v1 "zero - 1"), [ngroups, out_features]. */
+GPTQ_API const int32_t *gptq_result_zeros(const gptq_result *r);
+/* Group of every input column, [in_features]. */
+GPTQ_API const int32_t *gptq_result_g_idx(const gptq_result *r);
+/* Processing order, [in_features]: column perm[k] was quantized k-th. The identity
+ * without act-order. */
+GPTQ_API const int32_t *gptq_result_perm(const gptq_result *r);
+/* Dequantized weights, [out_features, in_features] float32, original column order:
+ * Q[r, j] = scales[g_idx[j], r] * (codes[r, j] - zeros[g_idx[j], r]). */
+GPTQ_API const float *gptq_result_q(const gptq_result *r);
+/* GPTQ's loss: the float32 sum of its Losses, as IST-DASLab's fasterquant prints it
+ * (AutoGPTQ logs it divided by the number of samples). 0 for RTN. */
+GPTQ_API double gptq_result_loss(const gptq_result *r);
+/* The damp_percent actually used (>= the configured one after retries); 0 for RTN. */
+GPTQ_API double gptq_result_damp_percent(const gptq_result *r);
+/* The absolute damping added to the diagonal (damp_percent * mean(diag(H))). */
+GPTQ_API double gptq_result_damp(const gptq_result *r);
+/* Number of dead input columns (H[i,i] == 0) found. */
+GPTQ_API int64_t gptq_result_dead_columns(const gptq_result *r);
+
+/* ---------------------------------------------------------------------------------
+ * Packing: AutoGPTQ "gptq" (v1) and GPTQModel "gptq_v2" checkpoint tensors
+ * ------------------------------------------------------------------------------- */
+
+/* Checkpoint formats: the stored zero point is zero - 1 in v1, the zero itself in v2. */
+#define GPTQ_FORMAT_V1 1 /* checkpoint_format "gptq" */
+#define GPTQ_FORMAT_V2 2 /* checkpoint_format "gptq_v2" */
+
+/* Packing modes.
+ * CLEAN     packs the integer codes as they are; a v1 zero point of 0 is stored as
+ *           (0 - 1) mod 2^bits in its own field only. The default for checkpoints.
+ * AUTOGPTQ  byte-identical to AutoGPTQ 0.8 (qlinear_cuda pack of a float16 model):
+ *           codes re-derived as rint((fl16(Q) + zero*scale) / fl16(scale)) without
+ *           clamping (values outside [0, maxq] spill into neighbouring fields), and a v1
+ *           zero point of 0 written as 0xFFFFFFFF OR-ed into the word. Needs `q`, and
+ *           in/out features that are multiples of 32. v1 only.
+ * GPTQMODEL v1 zero points as GPTQModel writes them: v2 words minus 0x11111111 (4-bit;
+ *           0x55555555 2-bit, 0x01010101 8-bit) per word, borrowing across fields;
+ *           3-bit per field. Codes as CLEAN. */
+#define GPTQ_PACK_CLEAN 0
+#define GPTQ_PACK_AUTOGPTQ 1
+#define GPTQ_PACK_GPTQMODEL 2
+
+/* A layer's quantized tensors, unpacked. Used as input of gptq_pack() and output of
+ * gptq_unpack(). All pointers are the caller's. */
+typedef struct gptq_unpacked {
+    int32_t bits;
+    int32_t group_size;      /* informative; g_idx decides */
+    int64_t out_features;    /* R */
+    int64_t in_features;     /* C */
+    int64_t ngroups;         /* ng */
+    int32_t *codes;          /* [R, C], values in [0, 2^bits - 1] */
+    float *scales;           /* [ng, R] float32 */
+    int32_t *zeros;          /* [ng, R] true zero points in [0, 2^bits - 1] */
+    int32_t *g_idx;          /* [C], values in [0, ng) */
+    float *q;                /* [R, C] dequantized weights; only read by GPTQ_PACK_AUTOGPTQ,
+                              * may be NULL otherwise; not written by gptq_unpack() */
+} gptq_unpacked;
+
+/* A layer's checkpoint tensors. All pointers are the caller's; size them with
+ * gptq_packed_shape(). */
+typedef struct gptq_packed {
+    int32_t bits;
+    int32_t format;          /* GPTQ_FORMAT_V1 or GPTQ_FORMAT_V2 */
+    int64_t out_features;    /* R */
+    int64_t in_features;     /* C */
+    int64_t ngroups;         /* ng */
+    int32_t *qweight;        /* [ceil(C*bits/32), R] codes packed along the input axis */
+    int32_t *qzeros;         /* [ng, ceil(R*bits/32)] zero points packed along the output axis */
+    uint16_t *scales;        /* [ng, R] IEEE float16 bit patterns */
+    int32_t *g_idx;          /* [C] */
+} gptq_packed;
+
+/* Shapes of the packed tensors: qweight [rows, cols] and qzeros [rows, cols].
+ * Along the packed axis the int32 words form one little-endian bit stream, element j
+ * at bits [bits*j, bits*j + bits); the word count is rounded up.
+ * Errors: INVALID_ARGUMENT, NOT_SUPPORTED (bits). */
+GPTQ_API int gptq_packed_shape(int32_t bits, int64_t out_features, int64_t in_features,
+                               int64_t ngroups, int64_t qweight_shape[2],
+                               int64_t qzeros_shape[2]);
+
+/* Pack `src` into `dst` (whose bits, format, dimensions and buffers the caller sets;
+ * bits and dimensions must equal src's). `mode` is a GPTQ_PACK_* value.
+ * Errors: INVALID_ARGUMENT, SHAPE, NOT_SUPPORTED (bits; AUTOGPTQ mode with v2 or
+ * dimensions not multiples of 32), NUMERIC (a scale that is not finite or overflows
+ * float16; codes/zeros out of range). */
+GPTQ_API int gptq_pack(gptq_ctx *ctx, const gptq_unpacked *src, int32_t mode, gptq_packed *dst);
+
+/* Pack a result directly (codes, scales, zeros, g_idx and Q of `r`). */
+GPTQ_API int gptq_pack_result(gptq_ctx *ctx, const gptq_result *r, int32_t mode,
+                              gptq_packed *dst);
+
+/* Unpack checkpoint tensors into codes, float32 scales (exact widening of float16),
+ * true zero points and g_idx. v1 zero points are read as (stored + 1) mod 2^bits; for
+ * GPTQModel-written v1 words pass GPTQ_PACK_GPTQMODEL as `mode` to undo its per-word
+ * subtraction exactly (CLEAN and AUTOGPTQ read per field).
+ * Errors: INVALID_ARGUMENT, SHAPE, MALFORMED (g_idx outside [0, ng)). */
+GPTQ_API int gptq_unpack(gptq_ctx *ctx, const gptq_packed *src, int32_t mode, gptq_unpacked *dst);
+
+/* y[batch, R] = x[batch, C] * Wq^T (+ bias[R] if bias is not NULL), with Wq
+ * dequantized on the fly from the packed tensors: Wq[r, j] = scale[g_idx[j], r] *
+ * (code[r, j] - zero[g_idx[j], r]). Any batch >= 1, v1 or v2 zero points, 2/3/4/8 bits,
+ * any g_idx (act-order). Accumulates in float32.
+ * Errors: INVALID_ARGUMENT, SHAPE, NOT_SUPPORTED, MALFORMED (g_idx), OUT_OF_MEMORY. */
+GPTQ_API int gptq_dequant_matmul(gptq_ctx *ctx, const gptq_packed *w, const float *x,
+                                 int64_t batch, const float *bias, float *y);
+
+/* ---------------------------------------------------------------------------------
+ * float16 helpers (IEEE binary16, round to nearest even), for callers and bindings
+ * ------------------------------------------------------------------------------- */
+
+GPTQ_API uint16_t gptq_fp32_to_fp16(float f);
+GPTQ_API float gptq_fp16_to_fp32(uint16_t h);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GPTQ_GPTQ_H */

@@ -1,0 +1,114 @@
+/*
+ * The backend interface: a versioned vtable of primitives.
+ *
+ * The GPTQ algorithm (Hessian scaling, dead columns, ordering, groups, damping,
+ * blocked error propagation) is written once, in src/core/, against this table.
+ * Each backend fills one `static const gptq_backend` with designated initialisers:
+ *
+ *   src/cpu/   OpenBLAS (CBLAS) + LAPACKE, linked into libgptq.so;
+ *   src/cuda/  cuBLAS + cuSOLVER + kernels, built as its own module libgptq-cuda.so,
+ *              opened with dlopen() only when a context asks for it (see
+ *              src/core/backend_load.c and src/cuda/README.md), so libgptq.so loads and
+ *              runs on machines without a CUDA driver.
+ *
+ * Conventions: matrices are row-major float32; `n`/`ld*` are element counts. Pointers
+ * handed to the primitives were obtained from buf_alloc() (for the CPU backend that is
+ * host memory). Every primitive returns a gptq_status and, on failure, records the
+ * vendor status (LAPACK info, cudaError, cublasStatus...) in the context message.
+ * A slot may be NULL when the core has a fallback (stated per slot).
+ */
+#ifndef GPTQ_BACKEND_H
+#define GPTQ_BACKEND_H
+
+#include "internal.h"
+
+/* Bumped whenever the layout of gptq_backend or gptq_block_args changes; a module
+ * built for another version is refused at load time. */
+#define GPTQ_BACKEND_ABI 1
+
+/* Name of the symbol libgptq-cuda.so exports: `const gptq_backend *NAME(void)`. */
+#define GPTQ_CUDA_ENTRY "gptq_cuda_backend_v1"
+#define GPTQ_CUDA_MODULE "libgptq-cuda.so.0"
+
+/* Arguments of the in-block column loop (GPTQ's inner loop over columns [i1, i2)).
+ * All column indices are in processing order (columns already permuted). */
+typedef struct gptq_block_args {
+    int64_t rows;          /* R */
+    int64_t cols;          /* C */
+    int64_t i1, i2;        /* the block [i1, i2) */
+    int32_t maxq;          /* 2^bits - 1 */
+    int32_t sym;
+    int32_t group_size;    /* -1 or > 0 */
+    int32_t static_groups;
+    const float *w;        /* [R, C] block-level W (updates of earlier blocks applied);
+                            * read-only here: the in-block updates go to a private copy */
+    const float *u;        /* [C, C] upper Cholesky factor of H^-1; NULL = RTN (no
+                            * error feedback, no loss) */
+    const int32_t *perm;   /* [C] processing order (static groups look up perm[c]/gs) */
+    const float *row_scale; /* [R] P_row (group_size -1) */
+    const float *row_zero;  /* [R] */
+    float *scales;         /* [ng, R] group parameters: written at each group start for
+                            * non-static groups; read for static groups */
+    float *zeros;          /* [ng, R] (float32: the quantizer keeps zeros as floats) */
+    float *q;              /* [R, C] out: dequantized values, processing order */
+    int32_t *codes;        /* [R, C] out: integer codes, processing order */
+    float *err;            /* [R, i2 - i1] out: scaled errors E for the cross-block GEMM */
+    double *row_loss;      /* [R] in/out: loss accumulated per row (sum of fl32 losses/2) */
+} gptq_block_args;
+
+typedef struct gptq_backend {
+    uint32_t abi_version;  /* GPTQ_BACKEND_ABI */
+    const char *name;      /* "cpu", "cuda" */
+
+    /* Lifetime. init() may fail with DEVICE (no GPU) and a message. */
+    int (*init)(gptq_ctx *ctx, void **state);
+    void (*fini)(void *state);
+
+    /* Memory. buf_alloc returns NULL on failure (the core reports OUT_OF_MEMORY).
+     * upload/download copy between host memory and buffers; for the CPU they are
+     * memcpy. */
+    void *(*buf_alloc)(gptq_ctx *ctx, size_t bytes);
+    void (*buf_free)(gptq_ctx *ctx, void *p);
+    int (*upload)(gptq_ctx *ctx, void *dst, const void *src, size_t bytes);
+    int (*download)(gptq_ctx *ctx, void *dst, const void *src, size_t bytes);
+
+    /* h[n, n] = beta * h + x^T x, x [rows, n]; both triangles of h are written (the
+     * result is exactly symmetric). */
+    int (*syrk)(gptq_ctx *ctx, int64_t n, int64_t rows, const float *x, float beta, float *h);
+
+    /* c[m, n] = alpha * op(a) op(b) + beta * c; op transposes when trans_* is 1. */
+    int (*gemm)(gptq_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                float beta, float *c, int64_t ldc);
+
+    /* LAPACK-style factorisations of an n x n matrix `a` in COLUMN-major storage (for
+     * the symmetric inputs the core passes, the row-major matrix itself). `lower`
+     * selects the triangle. *info receives LAPACK's info (> 0: the leading minor of
+     * that order is not positive definite); such a failure returns
+     * GPTQ_ERR_NOT_POSITIVE_DEFINITE *without* setting a message, so the core can
+     * retry quietly. */
+    int (*potrf)(gptq_ctx *ctx, int lower, int64_t n, float *a, int64_t *info);
+    int (*potri)(gptq_ctx *ctx, int lower, int64_t n, float *a, int64_t *info);
+    int (*trtri)(gptq_ctx *ctx, int lower, int64_t n, float *a, int64_t *info);
+
+    /* The in-block column loop, fused: quantize every column of [i1, i2), spread its
+     * error over the rest of the block, write q/codes/err/loss and the group
+     * parameters. Rows are independent, so a backend may split them over threads or
+     * GPU blocks. NULL: the core's host implementation (gptq__quantize_block_host). */
+    int (*quantize_block)(gptq_ctx *ctx, const gptq_block_args *args);
+} gptq_backend;
+
+/* The CPU backend's table (src/cpu/cpu_backend.c). */
+const gptq_backend *gptq__cpu_backend(void);
+
+/* The core's host implementation of the in-block loop (src/core/quant_block.c),
+ * row-parallel over ctx->threads. */
+int gptq__quantize_block_host(gptq_ctx *ctx, const gptq_block_args *args);
+
+/* Open libgptq-cuda.so and fetch its table (src/core/backend_load.c). On failure a
+ * message is written to errbuf and NOT_SUPPORTED (no module) or DEVICE returned. */
+int gptq__cuda_backend_open(void **module, const gptq_backend **table, char *errbuf,
+                            size_t errbuf_size);
+void gptq__cuda_backend_close(void *module);
+
+#endif /* GPTQ_BACKEND_H */

@@ -1,0 +1,433 @@
+/*
+ * gptq_layer_quantize: GPTQ for one linear layer (Frantar et al., ICLR 2023, Alg. 1),
+ * step by step as IST-DASLab gptq.py `fasterquant` and AutoGPTQ compute it
+ * (FORMATS.md section 1.2):
+ *
+ *   1. row parameters from the original W (used when group_size = -1)
+ *   2. dead columns (H[i,i] == 0): H[i,i] = 1, W[:, i] = 0
+ *   3. static groups: parameters of every original-order group, from W after step 2
+ *   4. act-order: stable descending sort of diag(H); permute W's columns, H's axes
+ *   5. damping: H += fl32(damp_percent) * mean(diag(H)) * I
+ *   6. U = upper Cholesky factor of H^-1 (retrying with more damping on failure)
+ *   7. blocks of block_size columns: the fused in-block loop (backend), then the lazy
+ *      update W[:, i2:] -= Err * U[i1:i2, i2:] (backend GEMM)
+ *   8. un-permute, g_idx, parameters per group
+ *
+ * Only the heavy primitives go through the backend table; the ordering and
+ * bookkeeping live here once for every backend.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "quantizer.h"
+#include "result.h"
+
+typedef struct work {
+    gptq_ctx *ctx;
+    const gptq_backend *be;
+    gptq_config cfg;
+    int64_t R, C, ng;
+    int32_t maxq;
+    float *w;         /* [R, C] working W, processing order */
+    float *h;         /* [C, C] H after dead-column fixing and permutation */
+    float *u;         /* [C, C] U, row-major upper */
+    float *err;       /* [R, block] */
+    float *row_scale; /* [R] */
+    float *row_zero;  /* [R] */
+    float *scales;    /* [ng, R] */
+    float *zeros;     /* [ng, R] */
+    float *q;         /* [R, C] processing order */
+    int32_t *codes;   /* [R, C] processing order */
+    int32_t *perm;    /* [C] */
+    double *row_loss; /* [R] */
+} work;
+
+static void work_free(work *k)
+{
+    gptq__free(k->w);
+    gptq__free(k->h);
+    gptq__free(k->u);
+    gptq__free(k->err);
+    gptq__free(k->row_scale);
+    gptq__free(k->row_zero);
+    gptq__free(k->scales);
+    gptq__free(k->zeros);
+    gptq__free(k->q);
+    gptq__free(k->codes);
+    gptq__free(k->perm);
+    gptq__free(k->row_loss);
+}
+
+/* Sort key for act-order: descending diag(H), ties by index (a stable sort; the
+ * references' torch.argsort is not stable, but ties only occur among dead columns,
+ * whose order changes neither codes nor g_idx). */
+typedef struct diag_key {
+    float d;
+    int32_t i;
+} diag_key;
+
+static int cmp_desc(const void *pa, const void *pb)
+{
+    const diag_key *a = pa, *b = pb;
+    if (a->d > b->d)
+        return -1;
+    if (a->d < b->d)
+        return 1;
+    return (a->i > b->i) - (a->i < b->i);
+}
+
+/* Step 4: perm and the permuted copies of W (columns) and H (both axes). */
+static int apply_act_order(work *k)
+{
+    const int64_t R = k->R, C = k->C;
+    diag_key *keys = gptq__alloc(k->ctx, (size_t)C * sizeof *keys, "act-order keys");
+    float *tmp;
+    size_t big = (size_t)C * (size_t)C > (size_t)R * (size_t)C ? (size_t)C * (size_t)C
+                                                               : (size_t)R * (size_t)C;
+    if (!keys)
+        return GPTQ_ERR_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < C; i++) {
+        keys[i].d = k->h[i * C + i];
+        keys[i].i = (int32_t)i;
+    }
+    qsort(keys, (size_t)C, sizeof *keys, cmp_desc);
+    for (int64_t i = 0; i < C; i++)
+        k->perm[i] = keys[i].i;
+    gptq__free(keys);
+
+    tmp = gptq__alloc(k->ctx, big * sizeof(float), "act-order scratch");
+    if (!tmp)
+        return GPTQ_ERR_OUT_OF_MEMORY;
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t j = 0; j < C; j++)
+            tmp[r * C + j] = k->w[r * C + k->perm[j]];
+    memcpy(k->w, tmp, (size_t)R * (size_t)C * sizeof(float));
+    for (int64_t i = 0; i < C; i++) {
+        const float *src = k->h + (size_t)k->perm[i] * (size_t)C;
+        for (int64_t j = 0; j < C; j++)
+            tmp[i * C + j] = src[k->perm[j]];
+    }
+    memcpy(k->h, tmp, (size_t)C * (size_t)C * sizeof(float));
+    gptq__free(tmp);
+    return GPTQ_OK;
+}
+
+/* Step 6 for one damping value: U into k->u, or NOT_POSITIVE_DEFINITE (no message). */
+static int factor_once(work *k, float damp)
+{
+    const int64_t C = k->C;
+    const size_t n2 = (size_t)C * (size_t)C;
+    float *a = k->u;
+    int64_t info = 0;
+
+    if (k->cfg.inverse == GPTQ_INVERSE_REFERENCE) {
+        /* The references: L = chol(H); Hinv = cholesky_inverse(L); U = chol(Hinv, upper).
+         * H is symmetric, so the row-major buffer is also its column-major storage. */
+        memcpy(a, k->h, n2 * sizeof(float));
+        for (int64_t i = 0; i < C; i++)
+            a[i * C + i] += damp;
+        GPTQ_TRY(k->be->potrf(k->ctx, 1, C, a, &info));
+        GPTQ_TRY(k->be->potri(k->ctx, 1, C, a, &info));
+        /* potri filled the column-major lower triangle = row-major upper; mirror it. */
+        for (int64_t i = 0; i < C; i++)
+            for (int64_t j = 0; j < i; j++)
+                a[i * C + j] = a[j * C + i];
+        GPTQ_TRY(k->be->potrf(k->ctx, 0, C, a, &info));
+        /* Column-major upper U lives in the row-major lower triangle: transpose. */
+        for (int64_t i = 0; i < C; i++)
+            for (int64_t j = i + 1; j < C; j++) {
+                a[i * C + j] = a[j * C + i];
+                a[j * C + i] = 0.0f;
+            }
+        return GPTQ_OK;
+    }
+    /* Fast path: with J the exchange matrix, chol(J H J) = L' gives H = V V^T for the
+     * upper V = J L' J, so U = V^-1 = J L'^-1 J satisfies U^T U = H^-1. Reversing a
+     * symmetric row-major matrix is reversing its element array. */
+    for (size_t i = 0; i < n2; i++)
+        a[i] = k->h[n2 - 1 - i];
+    for (int64_t i = 0; i < C; i++)
+        a[i * C + i] += damp;
+    GPTQ_TRY(k->be->potrf(k->ctx, 1, C, a, &info));
+    GPTQ_TRY(k->be->trtri(k->ctx, 1, C, a, &info));
+    /* Linv(p, q) sits at a[q*C + p] (column-major, p >= q). U(i, j) = Linv(C-1-i, C-1-j)
+     * = a[n2 - 1 - (j*C + i)]: reverse the array, then transpose. */
+    for (size_t i = 0; i < n2 / 2; i++) {
+        float t = a[i];
+        a[i] = a[n2 - 1 - i];
+        a[n2 - 1 - i] = t;
+    }
+    for (int64_t i = 0; i < C; i++)
+        for (int64_t j = i + 1; j < C; j++) {
+            a[i * C + j] = a[j * C + i];
+            a[j * C + i] = 0.0f;
+        }
+    return GPTQ_OK;
+}
+
+/* Steps 5-6 with GPTQModel's damp_auto_increment retry loop. */
+static int factor(work *k, gptq_result *res)
+{
+    const int64_t C = k->C;
+    double sum = 0.0, pct = k->cfg.damp_percent;
+    float mean;
+    int rc;
+
+    /* torch.mean of the float32 diagonal: its cascaded sum is far more accurate than a
+     * naive float loop; a double sum rounded once matches it in practice. */
+    for (int64_t i = 0; i < C; i++)
+        sum += k->h[i * C + i];
+    mean = (float)(sum / (double)C);
+    for (;;) {
+        float damp = (float)pct * mean;
+        rc = factor_once(k, damp);
+        if (rc == GPTQ_OK) {
+            res->damp_percent = pct;
+            res->damp = damp;
+            if (pct != k->cfg.damp_percent)
+                gptq__log(k->ctx, GPTQ_LOG_WARN,
+                          "Cholesky failed at damp_percent %g; succeeded at %g",
+                          k->cfg.damp_percent, pct);
+            return GPTQ_OK;
+        }
+        if (rc != GPTQ_ERR_NOT_POSITIVE_DEFINITE)
+            return rc;
+        if (k->cfg.damp_auto_increment <= 0.0 || pct + k->cfg.damp_auto_increment >= 1.0)
+            break;
+        pct += k->cfg.damp_auto_increment;
+    }
+    return GPTQ_FAIL(k->ctx, GPTQ_ERR_NOT_POSITIVE_DEFINITE,
+                     "Hessian is not positive definite: Cholesky failed with damp_percent from "
+                     "%g up to %g (mean diag(H) = %g); use more calibration samples or a larger "
+                     "damp_percent",
+                     k->cfg.damp_percent, pct, (double)mean);
+}
+
+static int alloc_work(work *k)
+{
+    const int64_t R = k->R, C = k->C;
+    size_t rc_, cc, ngr;
+    if (gptq__mul_size(&rc_, R, C) || gptq__mul_size(&cc, C, C) || gptq__mul_size(&ngr, k->ng, R) ||
+        rc_ > SIZE_MAX / 8 || cc > SIZE_MAX / 8)
+        return GPTQ_FAIL(k->ctx, GPTQ_ERR_OUT_OF_MEMORY, "layer %lld x %lld is too large",
+                         (long long)R, (long long)C);
+    k->w = gptq__alloc(k->ctx, rc_ * sizeof(float), "W");
+    k->q = k->w ? gptq__alloc(k->ctx, rc_ * sizeof(float), "Q") : NULL;
+    k->codes = k->q ? gptq__alloc(k->ctx, rc_ * sizeof(int32_t), "codes") : NULL;
+    k->row_scale = k->codes ? gptq__alloc(k->ctx, (size_t)R * sizeof(float), "scales") : NULL;
+    k->row_zero = k->row_scale ? gptq__alloc(k->ctx, (size_t)R * sizeof(float), "zeros") : NULL;
+    k->scales = k->row_zero ? gptq__calloc(k->ctx, ngr * sizeof(float), "scales") : NULL;
+    k->zeros = k->scales ? gptq__calloc(k->ctx, ngr * sizeof(float), "zeros") : NULL;
+    k->perm = k->zeros ? gptq__alloc(k->ctx, (size_t)C * sizeof(int32_t), "perm") : NULL;
+    k->row_loss = k->perm ? gptq__calloc(k->ctx, (size_t)R * sizeof(double), "loss") : NULL;
+    if (!k->row_loss)
+        return GPTQ_ERR_OUT_OF_MEMORY;
+    if (!k->cfg.rtn) {
+        k->h = gptq__alloc(k->ctx, cc * sizeof(float), "H");
+        k->u = k->h ? gptq__alloc(k->ctx, cc * sizeof(float), "U") : NULL;
+        k->err = k->u ? gptq__alloc(k->ctx, (size_t)R * (size_t)k->cfg.block_size * sizeof(float),
+                                    "block errors")
+                      : NULL;
+        if (!k->err)
+            return GPTQ_ERR_OUT_OF_MEMORY;
+    }
+    return GPTQ_OK;
+}
+
+/* Steps 1-4: everything before damping. Returns the dead-column count. */
+static int64_t prepare(work *k, const float *w, const gptq_hessian *hessian)
+{
+    const int64_t R = k->R, C = k->C;
+    const int32_t gs = k->cfg.group_size;
+    int64_t dead = 0;
+
+    memcpy(k->w, w, (size_t)R * (size_t)C * sizeof(float));
+    for (int64_t i = 0; i < C; i++)
+        k->perm[i] = (int32_t)i;
+    /* 1. Row parameters on the original W, before dead columns are zeroed. */
+    for (int64_t r = 0; r < R; r++)
+        gptq__find_params(k->w + r * C, C, k->maxq, k->cfg.sym, &k->row_scale[r], &k->row_zero[r]);
+    if (k->cfg.rtn)
+        return 0;
+    /* 2. Dead columns. */
+    memcpy(k->h, gptq__hessian_data(hessian), (size_t)C * (size_t)C * sizeof(float));
+    for (int64_t i = 0; i < C; i++) {
+        if (k->h[i * C + i] == 0.0f) {
+            k->h[i * C + i] = 1.0f;
+            for (int64_t r = 0; r < R; r++)
+                k->w[r * C + i] = 0.0f;
+            dead++;
+        }
+    }
+    /* 3. Static groups: original column order, no error feedback. */
+    if (gs != -1 && k->cfg.static_groups)
+        for (int64_t g = 0; g < k->ng; g++) {
+            int64_t c0 = g * gs, c1 = c0 + gs < C ? c0 + gs : C;
+            for (int64_t r = 0; r < R; r++)
+                gptq__find_params(k->w + r * C + c0, c1 - c0, k->maxq, k->cfg.sym,
+                                  &k->scales[g * R + r], &k->zeros[g * R + r]);
+        }
+    return dead;
+}
+
+/* Step 7: the block loop. */
+static int run_blocks(work *k)
+{
+    const int64_t R = k->R, C = k->C, B = k->cfg.block_size;
+    gptq_block_args a;
+    memset(&a, 0, sizeof a);
+    a.rows = R;
+    a.cols = C;
+    a.maxq = k->maxq;
+    a.sym = k->cfg.sym;
+    a.group_size = k->cfg.group_size;
+    a.static_groups = k->cfg.rtn ? 0 : k->cfg.static_groups;
+    a.w = k->w;
+    a.u = k->cfg.rtn ? NULL : k->u;
+    a.perm = k->perm;
+    a.row_scale = k->row_scale;
+    a.row_zero = k->row_zero;
+    a.scales = k->scales;
+    a.zeros = k->zeros;
+    a.q = k->q;
+    a.codes = k->codes;
+    a.err = k->err;
+    a.row_loss = k->row_loss;
+    for (int64_t i1 = 0; i1 < C; i1 += B) {
+        int64_t i2 = i1 + B < C ? i1 + B : C;
+        a.i1 = i1;
+        a.i2 = i2;
+        GPTQ_TRY(k->be->quantize_block(k->ctx, &a));
+        if (!k->cfg.rtn && i2 < C)
+            GPTQ_TRY(k->be->gemm(k->ctx, 0, 0, R, C - i2, i2 - i1, -1.0f, k->err, i2 - i1,
+                                 k->u + i1 * C + i2, C, 1.0f, k->w + i2, C));
+    }
+    return GPTQ_OK;
+}
+
+/* Step 8: results in original column order. */
+static int finish(work *k, gptq_result *res)
+{
+    const int64_t R = k->R, C = k->C, ng = k->ng;
+    const int32_t gs = k->cfg.group_size;
+    double loss = 0.0;
+
+    if (gs == -1) {
+        memcpy(k->scales, k->row_scale, (size_t)R * sizeof(float));
+        memcpy(k->zeros, k->row_zero, (size_t)R * sizeof(float));
+    }
+    for (int64_t i = 0; i < ng * R; i++) {
+        if (!isfinite(k->scales[i]) || k->scales[i] == 0.0f)
+            return GPTQ_FAIL(k->ctx, GPTQ_ERR_NUMERIC,
+                             "quantizer scale of group %lld, row %lld is %g: the weights are too "
+                             "small (subnormal) or too large to quantize",
+                             (long long)(i / R), (long long)(i % R), (double)k->scales[i]);
+        res->scales[i] = k->scales[i];
+        res->zeros[i] = (int32_t)k->zeros[i];
+    }
+    for (int64_t r = 0; r < R; r++) {
+        const float *qp = k->q + r * C;
+        const int32_t *cp = k->codes + r * C;
+        for (int64_t kk = 0; kk < C; kk++) {
+            int64_t j = k->perm[kk];
+            res->q[r * C + j] = qp[kk];
+            res->codes[r * C + j] = cp[kk];
+        }
+        loss += k->row_loss[r];
+    }
+    if (!gptq__all_finite(res->q, (size_t)R * (size_t)C))
+        return GPTQ_FAIL(k->ctx, GPTQ_ERR_NUMERIC,
+                         "quantized weights are not finite (overflow in the error propagation)");
+    memcpy(res->perm, k->perm, (size_t)C * sizeof(int32_t));
+    for (int64_t j = 0; j < C; j++)
+        res->g_idx[j] = gs == -1 ? 0 : (int32_t)(j / gs);
+    if (gs != -1 && k->cfg.desc_act && !k->cfg.static_groups)
+        for (int64_t kk = 0; kk < C; kk++)
+            res->g_idx[k->perm[kk]] = (int32_t)(kk / gs);
+    res->loss = k->cfg.rtn ? 0.0 : loss;
+    return GPTQ_OK;
+}
+
+static int check_args(gptq_ctx *ctx, const float *w, int64_t R, int64_t C,
+                      const gptq_hessian *hessian, const gptq_config *cfg, gptq_result **out)
+{
+    size_t n;
+    if (!ctx)
+        return GPTQ_ERR_INVALID_ARGUMENT;
+    if (!out)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT, "gptq_layer_quantize: out is NULL");
+    *out = NULL;
+    if (!w)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT, "gptq_layer_quantize: W is NULL");
+    if (R < 1 || C < 1 || R > INT32_MAX || C > INT32_MAX)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_SHAPE,
+                         "gptq_layer_quantize: W is %lld x %lld; both dimensions must be in "
+                         "[1, 2^31-1]",
+                         (long long)R, (long long)C);
+    GPTQ_TRY(gptq_config_validate(ctx, cfg));
+    if (!cfg->rtn) {
+        if (!hessian)
+            return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT,
+                             "gptq_layer_quantize: a Hessian is required unless rtn is set");
+        if (gptq_hessian_in_features(hessian) != C)
+            return GPTQ_FAIL(ctx, GPTQ_ERR_SHAPE,
+                             "gptq_layer_quantize: W has %lld input features but the Hessian %lld",
+                             (long long)C, (long long)gptq_hessian_in_features(hessian));
+        if (gptq_hessian_nsamples(hessian) < 1)
+            return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT,
+                             "gptq_layer_quantize: the Hessian has no samples yet");
+    }
+    if (gptq__mul_size(&n, R, C) != 0)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_SHAPE, "gptq_layer_quantize: W is too large");
+    if (!gptq__all_finite(w, n))
+        return GPTQ_FAIL(ctx, GPTQ_ERR_NUMERIC, "gptq_layer_quantize: W contains NaN or Inf");
+    return GPTQ_OK;
+}
+
+int gptq_layer_quantize(gptq_ctx *ctx, const float *w, int64_t out_features, int64_t in_features,
+                        const gptq_hessian *hessian, const gptq_config *cfg, gptq_result **out)
+{
+    gptq_config defaults;
+    gptq_result *res = NULL;
+    work k;
+    int rc;
+
+    if (!cfg) {
+        gptq_config_init(&defaults);
+        cfg = &defaults;
+    }
+    GPTQ_TRY(check_args(ctx, w, out_features, in_features, hessian, cfg, out));
+
+    memset(&k, 0, sizeof k);
+    k.ctx = ctx;
+    k.be = ctx->backend;
+    k.cfg = *cfg;
+    k.R = out_features;
+    k.C = in_features;
+    k.ng = gptq_num_groups(in_features, cfg->group_size);
+    k.maxq = (1 << cfg->bits) - 1;
+
+    rc = alloc_work(&k);
+    if (rc == GPTQ_OK)
+        rc = gptq__result_new(ctx, &k.cfg, k.R, k.C, k.ng, &res);
+    if (rc == GPTQ_OK) {
+        res->dead_columns = prepare(&k, w, hessian);
+        if (!k.cfg.rtn && k.cfg.desc_act)
+            rc = apply_act_order(&k);
+        if (rc == GPTQ_OK && !k.cfg.rtn)
+            rc = factor(&k, res);
+        if (rc == GPTQ_OK)
+            rc = run_blocks(&k);
+        if (rc == GPTQ_OK)
+            rc = finish(&k, res);
+    }
+    work_free(&k);
+    if (rc != GPTQ_OK) {
+        gptq_result_free(res);
+        return rc;
+    }
+    *out = res;
+    return GPTQ_OK;
+}

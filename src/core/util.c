@@ -1,0 +1,121 @@
+/*
+ * Small shared utilities: checked sizes, aligned allocation, finiteness checks and a
+ * fork-join parallel loop. No pool, no global state: threads are started per call,
+ * which costs a few tens of microseconds and is only used for loops that run for
+ * milliseconds (one GPTQ block, one dequant-matmul).
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+int gptq__mul_size(size_t *out, int64_t a, int64_t b)
+{
+    if (a < 0 || b < 0)
+        return -1;
+    if (a != 0 && (uint64_t)b > SIZE_MAX / (uint64_t)a)
+        return -1;
+    *out = (size_t)a * (size_t)b;
+    return 0;
+}
+
+int gptq__mul3_size(size_t *out, int64_t a, int64_t b, int64_t c)
+{
+    size_t ab;
+    if (gptq__mul_size(&ab, a, b) != 0 || c < 0)
+        return -1;
+    if (ab != 0 && (uint64_t)c > SIZE_MAX / ab)
+        return -1;
+    *out = ab * (size_t)c;
+    return 0;
+}
+
+void *gptq__alloc(gptq_ctx *ctx, size_t bytes, const char *what)
+{
+    void *p = NULL;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (rounded < bytes || posix_memalign(&p, 64, rounded ? rounded : 64) != 0) {
+        GPTQ_FAIL(ctx, GPTQ_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes for %s", bytes,
+                  what);
+        return NULL;
+    }
+    return p;
+}
+
+void *gptq__calloc(gptq_ctx *ctx, size_t bytes, const char *what)
+{
+    void *p = gptq__alloc(ctx, bytes, what);
+    if (p)
+        memset(p, 0, bytes);
+    return p;
+}
+
+void gptq__free(void *p) { free(p); }
+
+int gptq__all_finite(const float *x, size_t n)
+{
+    /* Branch-free accumulation so the compiler vectorises it; x - x is NaN exactly when
+     * x is NaN or infinite. */
+    float acc = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        acc += x[i] - x[i];
+    return acc == 0.0f;
+}
+
+typedef struct range_job {
+    gptq__range_fn fn;
+    void *arg;
+    int64_t begin, end;
+} range_job;
+
+static void *range_main(void *p)
+{
+    range_job *job = p;
+    job->fn(job->arg, job->begin, job->end);
+    return NULL;
+}
+
+void gptq__parallel_for(int32_t threads, int64_t n, int64_t min_per_thread, gptq__range_fn fn,
+                        void *arg)
+{
+    enum { MAX_THREADS = 256 };
+    pthread_t tid[MAX_THREADS];
+    range_job jobs[MAX_THREADS];
+    int started[MAX_THREADS];
+    int64_t parts, chunk;
+
+    if (n <= 0)
+        return;
+    if (min_per_thread < 1)
+        min_per_thread = 1;
+    parts = threads < 1 ? 1 : threads;
+    if (parts > MAX_THREADS)
+        parts = MAX_THREADS;
+    if (parts > n / min_per_thread)
+        parts = n / min_per_thread;
+    if (parts <= 1) {
+        fn(arg, 0, n);
+        return;
+    }
+    chunk = (n + parts - 1) / parts;
+    for (int64_t t = 0; t < parts; t++) {
+        jobs[t].fn = fn;
+        jobs[t].arg = arg;
+        jobs[t].begin = t * chunk < n ? t * chunk : n;
+        jobs[t].end = (t + 1) * chunk < n ? (t + 1) * chunk : n;
+        started[t] = 0;
+    }
+    for (int64_t t = 1; t < parts; t++)
+        started[t] = pthread_create(&tid[t], NULL, range_main, &jobs[t]) == 0;
+    fn(arg, jobs[0].begin, jobs[0].end);
+    /* A thread that could not be started runs its share here: the result never depends
+     * on whether threads were available. */
+    for (int64_t t = 1; t < parts; t++) {
+        if (started[t])
+            pthread_join(tid[t], NULL);
+        else
+            fn(arg, jobs[t].begin, jobs[t].end);
+    }
+}

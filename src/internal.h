@@ -1,0 +1,85 @@
+/*
+ * Internal declarations shared by every part of libgptq (never installed).
+ *
+ * Dependencies point one way: cli -> public API -> core -> backend interface <- cpu/, cuda/.
+ * Everything here is hidden (the library is built with -fvisibility=hidden).
+ */
+#ifndef GPTQ_INTERNAL_H
+#define GPTQ_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+
+#include "gptq/gptq.h"
+
+struct gptq_backend;
+
+#define GPTQ_ERRMSG_SIZE 512
+
+struct gptq_ctx {
+    gptq_ctx_options opts;
+    int32_t backend_id;                  /* GPTQ_BACKEND_CPU or _CUDA */
+    const struct gptq_backend *backend;  /* the backend's vtable */
+    void *backend_state;                 /* owned by the backend */
+    void *cuda_module;                   /* dlopen handle of libgptq-cuda.so, or NULL */
+    int32_t threads;                     /* resolved thread count (>= 1) */
+    int last_status;
+    char last_error[GPTQ_ERRMSG_SIZE];
+};
+
+/* Record a failure on `ctx` (may be NULL) and return `status`. printf-style message. */
+int gptq__fail(gptq_ctx *ctx, int status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* One macro sets code and message together at the failure site. */
+#define GPTQ_FAIL(ctx, status, ...) gptq__fail((ctx), (status), __VA_ARGS__)
+
+/* Evaluate a call returning a status; return it on failure (message already set). */
+#define GPTQ_TRY(expr)              \
+    do {                            \
+        int gptq__rc = (expr);      \
+        if (gptq__rc != GPTQ_OK)    \
+            return gptq__rc;        \
+    } while (0)
+
+/* Log through the context's sink, if any and if the level passes. */
+void gptq__log(const gptq_ctx *ctx, int32_t level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Overflow-checked size arithmetic: 0 on success, -1 on overflow or negative input. */
+int gptq__mul_size(size_t *out, int64_t a, int64_t b);
+int gptq__mul3_size(size_t *out, int64_t a, int64_t b, int64_t c);
+
+/* Allocation that sets OUT_OF_MEMORY on ctx when it fails. Memory is 64-byte aligned;
+ * free with gptq__free(). `what` names the buffer in the message. */
+void *gptq__alloc(gptq_ctx *ctx, size_t bytes, const char *what);
+void *gptq__calloc(gptq_ctx *ctx, size_t bytes, const char *what);
+void gptq__free(void *p);
+
+/* 1 if every value is finite. */
+int gptq__all_finite(const float *x, size_t n);
+
+/* Run fn(arg, begin, end) over [0, n) split into at most `threads` contiguous ranges,
+ * on fresh threads (the calling thread takes the first range). No shared pool, no
+ * global state. Falls back to serial when n is small or threads == 1. */
+typedef void (*gptq__range_fn)(void *arg, int64_t begin, int64_t end);
+void gptq__parallel_for(int32_t threads, int64_t n, int64_t min_per_thread, gptq__range_fn fn,
+                        void *arg);
+
+/* float16 conversion (round to nearest even), shared by format/ and io/. */
+uint16_t gptq__f32_to_f16(float f);
+float gptq__f16_to_f32(uint16_t h);
+/* bfloat16 -> float32 (exact). */
+float gptq__bf16_to_f32(uint16_t h);
+
+/* The accumulated H of a Hessian ([in, in], both triangles), for the core. */
+const float *gptq__hessian_data(const gptq_hessian *h);
+
+#endif /* GPTQ_INTERNAL_H */
