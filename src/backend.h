@@ -50,9 +50,11 @@ typedef struct gptq_block_args {
     float *scales;         /* [ng, R] group parameters: written at each group start for
                             * non-static groups; read for static groups */
     float *zeros;          /* [ng, R] (float32: the quantizer keeps zeros as floats) */
-    float *q;              /* [R, C] out: dequantized values, processing order */
-    int32_t *codes;        /* [R, C] out: integer codes, processing order */
-    float *err;            /* [R, i2 - i1] out: scaled errors E for the cross-block GEMM */
+    float *q;              /* [R, C] out: dequantized values in ORIGINAL column order:
+                            * processing column c is written at perm[c] */
+    int32_t *codes;        /* [R, C] out: integer codes, original column order */
+    float *err;            /* [i2 - i1, R] out: scaled errors E, transposed (row i of err
+                            * is column i1 + i of E), for the cross-block GEMM */
     double *row_loss;      /* [R] in/out: loss accumulated per row (sum of fl32 losses/2) */
 } gptq_block_args;
 

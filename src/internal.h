@@ -26,7 +26,14 @@ struct gptq_ctx {
     int32_t threads;                     /* resolved thread count (>= 1) */
     int last_status;
     char last_error[GPTQ_ERRMSG_SIZE];
+    /* Seconds spent in backend calls by the last operations (bench/ reads these). */
+    struct {
+        double blas_s, gemm_s, factor_s, block_s;
+    } prof;
 };
+
+/* Monotonic clock in seconds. */
+double gptq__now(void);
 
 /* Record a failure on `ctx` (may be NULL) and return `status`. printf-style message. */
 int gptq__fail(gptq_ctx *ctx, int status, const char *fmt, ...)

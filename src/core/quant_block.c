@@ -9,102 +9,166 @@
  *     err   = (w - q) / d
  *     W1[:, i:] -= err * U[c, i1 + i:]   (rank-1 update, including column i itself)
  *
- * Every row is independent (each row has its own parameters and its own error), so
- * rows are split over threads; within a row the arithmetic is exactly the
- * reference's sequence of float32 operations (the build disables FMA contraction:
- * the reference rounds the product err * U before subtracting it).
+ * Every row is independent (each has its own parameters and its own error), so the
+ * kernel works on tiles of LANES rows held transposed (t[j][lane]): each step is
+ * then one operation across LANES rows, which compilers turn into SIMD, and every
+ * lane performs exactly the reference's sequence of float32 operations (the build
+ * disables FMA contraction: the reference rounds err * U before subtracting it).
+ * Tiles are split over threads; the hot function is compiled for AVX-512, AVX2 and
+ * baseline x86-64 and chosen at load time.
  */
+#include <math.h>
 #include <string.h>
 
 #include "backend.h"
 #include "quantizer.h"
 
-typedef struct block_job {
-    const gptq_block_args *a;
-} block_job;
+#define LANES 16
+#define MAX_BLOCK 512
 
-/* Parameters for column c of row r: returns them through *scale / *zero. */
-static void column_params(const gptq_block_args *a, int64_t r, int64_t c, float *scale,
-                          float *zero)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define GPTQ_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define GPTQ_MULTIVERSION
+#endif
+
+/* Group parameters for column c of rows [r, r + nl): set scale[]/zero[] lanes. */
+static void tile_params(const gptq_block_args *a, int64_t r, int nl, int64_t c, float *scale,
+                        float *zero)
 {
     const int64_t R = a->rows, C = a->cols;
     const int32_t gs = a->group_size;
 
     if (gs == -1) {
-        *scale = a->row_scale[r];
-        *zero = a->row_zero[r];
+        for (int l = 0; l < nl; l++) {
+            scale[l] = a->row_scale[r + l];
+            zero[l] = a->row_zero[r + l];
+        }
         return;
     }
     if (a->static_groups) {
-        int64_t g = a->perm[c] / gs;
-        *scale = a->scales[g * R + r];
-        *zero = a->zeros[g * R + r];
+        const int64_t g = a->perm[c] / gs;
+        for (int l = 0; l < nl; l++) {
+            scale[l] = a->scales[g * R + r + l];
+            zero[l] = a->zeros[g * R + r + l];
+        }
         return;
     }
     if (c % gs == 0) {
         /* The group starts here: parameters from the block-level W (which holds the
          * updates of earlier blocks only), truncated at the last column. */
-        int64_t g = c / gs;
-        int64_t end = c + gs < C ? c + gs : C;
-        gptq__find_params(a->w + r * C + c, end - c, a->maxq, a->sym, &a->scales[g * R + r],
-                          &a->zeros[g * R + r]);
+        const int64_t g = c / gs, end = c + gs < C ? c + gs : C;
+        for (int l = 0; l < nl; l++)
+            gptq__find_params(a->w + (r + l) * C + c, end - c, a->maxq, a->sym,
+                              &a->scales[g * R + r + l], &a->zeros[g * R + r + l]);
     }
-    *scale = a->scales[(c / gs) * R + r];
-    *zero = a->zeros[(c / gs) * R + r];
+    for (int l = 0; l < nl; l++) {
+        scale[l] = a->scales[(c / gs) * R + r + l];
+        zero[l] = a->zeros[(c / gs) * R + r + l];
+    }
 }
 
-static void block_rows(void *arg, int64_t r0, int64_t r1)
+/* One column step for a full tile: quantize lane values, compute errors, apply the
+ * rank-1 update to the rest of the block. Returns nothing; writes q/code/err. */
+GPTQ_MULTIVERSION
+static void tile_column(float (*t)[LANES], int64_t i, int64_t bw, const float *urow,
+                        const float *scale, const float *zero, float maxq, float *qv,
+                        float *code, float *e, float *loss)
 {
-    const gptq_block_args *a = ((block_job *)arg)->a;
-    const int64_t C = a->cols, i1 = a->i1, bw = a->i2 - a->i1;
-    float w1[512];
-    float *row_buf = bw <= 512 ? w1 : NULL;
-
-    for (int64_t r = r0; r < r1; r++) {
-        float *wr = row_buf;
-        float *q_out = a->q + r * C + i1;
-        int32_t *code_out = a->codes + r * C + i1;
-        float *err = a->err ? a->err + r * bw : NULL;
-        double loss = 0.0;
-
-        memcpy(wr, a->w + r * C + i1, (size_t)bw * sizeof(float));
-        for (int64_t i = 0; i < bw; i++) {
-            const int64_t c = i1 + i;
-            float scale, zero, code, qv, w = wr[i];
-
-            column_params(a, r, c, &scale, &zero);
-            code = gptq__quant_code(w, scale, zero, a->maxq);
-            qv = gptq__dequant(code, scale, zero);
-            q_out[i] = qv;
-            code_out[i] = (int32_t)code;
-            if (!a->u)
-                continue; /* round-to-nearest: no error feedback */
-            {
-                const float *urow = a->u + c * C + i1; /* U[c, i1:i2] */
-                const float d = urow[i];
-                const float diff = w - qv;
-                const float l = (diff * diff) / (d * d);
-                const float e = diff / d;
-                loss += (double)(l / 2.0f);
-                for (int64_t j = i; j < bw; j++) {
-                    float p = e * urow[j];
-                    wr[j] = wr[j] - p;
-                }
-                err[i] = e;
-            }
+    const float d = urow[i];
+    const float d2 = d * d;
+    for (int l = 0; l < LANES; l++) {
+        float w = t[i][l];
+        float q = rintf(w / scale[l]) + zero[l];
+        q = q < 0.0f ? 0.0f : q;
+        q = q > maxq ? maxq : q;
+        code[l] = q;
+        qv[l] = scale[l] * (q - zero[l]);
+    }
+    for (int l = 0; l < LANES; l++) {
+        float diff = t[i][l] - qv[l];
+        float lo = (diff * diff) / d2;
+        e[l] = diff / d;
+        loss[l] = lo / 2.0f;
+    }
+    for (int64_t j = i; j < bw; j++) {
+        const float u = urow[j];
+        for (int l = 0; l < LANES; l++) {
+            float p = e[l] * u;
+            t[j][l] = t[j][l] - p;
         }
-        if (a->row_loss)
-            a->row_loss[r] += loss;
+    }
+}
+
+/* RTN variant of the column step: no U. */
+GPTQ_MULTIVERSION
+static void tile_column_rtn(float (*t)[LANES], int64_t i, const float *scale, const float *zero,
+                            float maxq, float *qv, float *code)
+{
+    for (int l = 0; l < LANES; l++) {
+        float q = rintf(t[i][l] / scale[l]) + zero[l];
+        q = q < 0.0f ? 0.0f : q;
+        q = q > maxq ? maxq : q;
+        code[l] = q;
+        qv[l] = scale[l] * (q - zero[l]);
+    }
+}
+
+static void block_tile(const gptq_block_args *a, int64_t r, int nl)
+{
+    const int64_t C = a->cols, R = a->rows, i1 = a->i1, bw = a->i2 - a->i1;
+    float t[MAX_BLOCK][LANES];
+    float scale[LANES], zero[LANES], qv[LANES], code[LANES], e[LANES], loss[LANES];
+    double row_loss[LANES] = {0};
+
+    /* Transposed copy of W1; unused lanes hold 0 with scale 1 (harmless, discarded). */
+    for (int l = 0; l < LANES; l++)
+        for (int64_t j = 0; j < bw; j++)
+            t[j][l] = l < nl ? a->w[(r + l) * C + i1 + j] : 0.0f;
+    for (int l = 0; l < LANES; l++) {
+        scale[l] = 1.0f;
+        zero[l] = 0.0f;
+    }
+    for (int64_t i = 0; i < bw; i++) {
+        const int64_t c = i1 + i;
+        const int64_t col = a->perm[c]; /* original column: results go there */
+        tile_params(a, r, nl, c, scale, zero);
+        if (a->u) {
+            tile_column(t, i, bw, a->u + c * C + i1, scale, zero, (float)a->maxq, qv, code, e,
+                        loss);
+            for (int l = 0; l < nl; l++)
+                row_loss[l] += (double)loss[l];
+            memcpy(a->err + i * R + r, e, (size_t)nl * sizeof(float));
+        } else {
+            tile_column_rtn(t, i, scale, zero, (float)a->maxq, qv, code);
+        }
+        for (int l = 0; l < nl; l++) {
+            a->q[(r + l) * C + col] = qv[l];
+            a->codes[(r + l) * C + col] = (int32_t)code[l];
+        }
+    }
+    if (a->row_loss)
+        for (int l = 0; l < nl; l++)
+            a->row_loss[r + l] += row_loss[l];
+}
+
+static void block_tiles(void *arg, int64_t t0, int64_t t1)
+{
+    const gptq_block_args *a = arg;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t r = t * LANES;
+        int nl = a->rows - r < LANES ? (int)(a->rows - r) : LANES;
+        block_tile(a, r, nl);
     }
 }
 
 int gptq__quantize_block_host(gptq_ctx *ctx, const gptq_block_args *args)
 {
-    block_job job = {args};
-    if (args->i2 - args->i1 > 512)
-        return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED, "block_size %lld is above the maximum 512",
-                         (long long)(args->i2 - args->i1));
-    /* ~bw^2/2 multiply-adds per row: a few rows per thread are already worth it. */
-    gptq__parallel_for(ctx->threads, args->rows, 16, block_rows, &job);
+    if (args->i2 - args->i1 > MAX_BLOCK)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED, "block_size %lld is above the maximum %d",
+                         (long long)(args->i2 - args->i1), MAX_BLOCK);
+    gptq__parallel_for(ctx->threads, (args->rows + LANES - 1) / LANES, 2, block_tiles,
+                       (void *)args);
     return GPTQ_OK;
 }

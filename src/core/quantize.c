@@ -38,8 +38,6 @@ typedef struct work {
     float *row_zero;  /* [R] */
     float *scales;    /* [ng, R] */
     float *zeros;     /* [ng, R] */
-    float *q;         /* [R, C] processing order */
-    int32_t *codes;   /* [R, C] processing order */
     int32_t *perm;    /* [C] */
     double *row_loss; /* [R] */
 } work;
@@ -54,8 +52,6 @@ static void work_free(work *k)
     gptq__free(k->row_zero);
     gptq__free(k->scales);
     gptq__free(k->zeros);
-    gptq__free(k->q);
-    gptq__free(k->codes);
     gptq__free(k->perm);
     gptq__free(k->row_loss);
 }
@@ -114,6 +110,37 @@ static int apply_act_order(work *k)
     return GPTQ_OK;
 }
 
+/* a[i][j] = a[j][i] for j > i, then zero the strict lower triangle: moves a
+ * column-major upper factor (the row-major lower triangle) into row-major upper
+ * position. Tiled so both sides stay in cache (a plain double loop walks one side
+ * with a stride of C floats). */
+static void lower_to_upper(float *a, int64_t C)
+{
+    enum { T = 32 };
+    for (int64_t ib = 0; ib < C; ib += T)
+        for (int64_t jb = ib; jb < C; jb += T) {
+            int64_t ie = ib + T < C ? ib + T : C, je = jb + T < C ? jb + T : C;
+            for (int64_t i = ib; i < ie; i++)
+                for (int64_t j = (jb > i + 1 ? jb : i + 1); j < je; j++) {
+                    a[i * C + j] = a[j * C + i];
+                    a[j * C + i] = 0.0f;
+                }
+        }
+}
+
+/* a[i][j] = a[j][i] for j < i: copies the row-major upper triangle into the lower. */
+static void mirror_upper(float *a, int64_t C)
+{
+    enum { T = 32 };
+    for (int64_t ib = 0; ib < C; ib += T)
+        for (int64_t jb = 0; jb <= ib; jb += T) {
+            int64_t ie = ib + T < C ? ib + T : C, je = jb + T < C ? jb + T : C;
+            for (int64_t i = ib; i < ie; i++)
+                for (int64_t j = jb; j < je && j < i; j++)
+                    a[i * C + j] = a[j * C + i];
+        }
+}
+
 /* Step 6 for one damping value: U into k->u, or NOT_POSITIVE_DEFINITE (no message). */
 static int factor_once(work *k, float damp)
 {
@@ -131,16 +158,10 @@ static int factor_once(work *k, float damp)
         GPTQ_TRY(k->be->potrf(k->ctx, 1, C, a, &info));
         GPTQ_TRY(k->be->potri(k->ctx, 1, C, a, &info));
         /* potri filled the column-major lower triangle = row-major upper; mirror it. */
-        for (int64_t i = 0; i < C; i++)
-            for (int64_t j = 0; j < i; j++)
-                a[i * C + j] = a[j * C + i];
+        mirror_upper(a, C);
         GPTQ_TRY(k->be->potrf(k->ctx, 0, C, a, &info));
         /* Column-major upper U lives in the row-major lower triangle: transpose. */
-        for (int64_t i = 0; i < C; i++)
-            for (int64_t j = i + 1; j < C; j++) {
-                a[i * C + j] = a[j * C + i];
-                a[j * C + i] = 0.0f;
-            }
+        lower_to_upper(a, C);
         return GPTQ_OK;
     }
     /* Fast path: with J the exchange matrix, chol(J H J) = L' gives H = V V^T for the
@@ -159,11 +180,7 @@ static int factor_once(work *k, float damp)
         a[i] = a[n2 - 1 - i];
         a[n2 - 1 - i] = t;
     }
-    for (int64_t i = 0; i < C; i++)
-        for (int64_t j = i + 1; j < C; j++) {
-            a[i * C + j] = a[j * C + i];
-            a[j * C + i] = 0.0f;
-        }
+    lower_to_upper(a, C);
     return GPTQ_OK;
 }
 
@@ -182,7 +199,10 @@ static int factor(work *k, gptq_result *res)
     mean = (float)(sum / (double)C);
     for (;;) {
         float damp = (float)pct * mean;
+        double t0 = gptq__now();
         rc = factor_once(k, damp);
+        k->ctx->prof.factor_s += gptq__now() - t0;
+        k->ctx->prof.blas_s += gptq__now() - t0;
         if (rc == GPTQ_OK) {
             res->damp_percent = pct;
             res->damp = damp;
@@ -214,9 +234,7 @@ static int alloc_work(work *k)
         return GPTQ_FAIL(k->ctx, GPTQ_ERR_OUT_OF_MEMORY, "layer %lld x %lld is too large",
                          (long long)R, (long long)C);
     k->w = gptq__alloc(k->ctx, rc_ * sizeof(float), "W");
-    k->q = k->w ? gptq__alloc(k->ctx, rc_ * sizeof(float), "Q") : NULL;
-    k->codes = k->q ? gptq__alloc(k->ctx, rc_ * sizeof(int32_t), "codes") : NULL;
-    k->row_scale = k->codes ? gptq__alloc(k->ctx, (size_t)R * sizeof(float), "scales") : NULL;
+    k->row_scale = k->w ? gptq__alloc(k->ctx, (size_t)R * sizeof(float), "scales") : NULL;
     k->row_zero = k->row_scale ? gptq__alloc(k->ctx, (size_t)R * sizeof(float), "zeros") : NULL;
     k->scales = k->row_zero ? gptq__calloc(k->ctx, ngr * sizeof(float), "scales") : NULL;
     k->zeros = k->scales ? gptq__calloc(k->ctx, ngr * sizeof(float), "zeros") : NULL;
@@ -273,7 +291,7 @@ static int64_t prepare(work *k, const float *w, const gptq_hessian *hessian)
 }
 
 /* Step 7: the block loop. */
-static int run_blocks(work *k)
+static int run_blocks(work *k, gptq_result *res)
 {
     const int64_t R = k->R, C = k->C, B = k->cfg.block_size;
     gptq_block_args a;
@@ -291,18 +309,24 @@ static int run_blocks(work *k)
     a.row_zero = k->row_zero;
     a.scales = k->scales;
     a.zeros = k->zeros;
-    a.q = k->q;
-    a.codes = k->codes;
+    a.q = res->q;
+    a.codes = res->codes;
     a.err = k->err;
     a.row_loss = k->row_loss;
     for (int64_t i1 = 0; i1 < C; i1 += B) {
         int64_t i2 = i1 + B < C ? i1 + B : C;
+        double t0 = gptq__now(), t1;
         a.i1 = i1;
         a.i2 = i2;
         GPTQ_TRY(k->be->quantize_block(k->ctx, &a));
-        if (!k->cfg.rtn && i2 < C)
-            GPTQ_TRY(k->be->gemm(k->ctx, 0, 0, R, C - i2, i2 - i1, -1.0f, k->err, i2 - i1,
+        t1 = gptq__now();
+        k->ctx->prof.block_s += t1 - t0;
+        if (!k->cfg.rtn && i2 < C) {
+            GPTQ_TRY(k->be->gemm(k->ctx, 1, 0, R, C - i2, i2 - i1, -1.0f, k->err, R,
                                  k->u + i1 * C + i2, C, 1.0f, k->w + i2, C));
+            k->ctx->prof.gemm_s += gptq__now() - t1;
+            k->ctx->prof.blas_s += gptq__now() - t1;
+        }
     }
     return GPTQ_OK;
 }
@@ -327,16 +351,8 @@ static int finish(work *k, gptq_result *res)
         res->scales[i] = k->scales[i];
         res->zeros[i] = (int32_t)k->zeros[i];
     }
-    for (int64_t r = 0; r < R; r++) {
-        const float *qp = k->q + r * C;
-        const int32_t *cp = k->codes + r * C;
-        for (int64_t kk = 0; kk < C; kk++) {
-            int64_t j = k->perm[kk];
-            res->q[r * C + j] = qp[kk];
-            res->codes[r * C + j] = cp[kk];
-        }
+    for (int64_t r = 0; r < R; r++)
         loss += k->row_loss[r];
-    }
     if (!gptq__all_finite(res->q, (size_t)R * (size_t)C))
         return GPTQ_FAIL(k->ctx, GPTQ_ERR_NUMERIC,
                          "quantized weights are not finite (overflow in the error propagation)");
@@ -419,7 +435,7 @@ int gptq_layer_quantize(gptq_ctx *ctx, const float *w, int64_t out_features, int
         if (rc == GPTQ_OK && !k.cfg.rtn)
             rc = factor(&k, res);
         if (rc == GPTQ_OK)
-            rc = run_blocks(&k);
+            rc = run_blocks(&k, res);
         if (rc == GPTQ_OK)
             rc = finish(&k, res);
     }

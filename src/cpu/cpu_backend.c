@@ -54,9 +54,12 @@ static int cpu_syrk(gptq_ctx *ctx, int64_t n, int64_t rows, const float *x, floa
      * both triangles hold bit-identical values. */
     cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)n, (int)rows, 1.0f, x, (int)n, beta, h,
                 (int)n);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < i; j++)
-            h[i * n + j] = h[j * n + i];
+    /* Tiled mirror: a plain double loop walks one side with a stride of n floats. */
+    for (int64_t ib = 0; ib < n; ib += 32)
+        for (int64_t jb = 0; jb <= ib; jb += 32)
+            for (int64_t i = ib; i < ib + 32 && i < n; i++)
+                for (int64_t j = jb; j < jb + 32 && j < i; j++)
+                    h[i * n + j] = h[j * n + i];
     return GPTQ_OK;
 }
 
