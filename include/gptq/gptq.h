@@ -333,14 +333,23 @@ GPTQ_API int64_t gptq_result_dead_columns(const gptq_result *r);
 /* Packing modes.
  * CLEAN     packs the integer codes as they are; a v1 zero point of 0 is stored as
  *           (0 - 1) mod 2^bits in its own field only. The default for checkpoints.
+ *           Any in/out features (the last word of a stream is zero padded).
  * AUTOGPTQ  byte-identical to AutoGPTQ 0.8 (qlinear_cuda pack of a float16 model):
- *           codes re-derived as rint((fl16(Q) + zero*scale) / fl16(scale)) without
- *           clamping (values outside [0, maxq] spill into neighbouring fields), and a v1
- *           zero point of 0 written as 0xFFFFFFFF OR-ed into the word. Needs `q`, and
- *           in/out features that are multiples of 32. v1 only.
+ *           codes re-derived as rint((fl16(Q) + zero*scale) / fl16(scale)) in float32,
+ *           without clamping (values outside [0, maxq] spill into the higher fields of
+ *           their word), and a v1 zero point of 0 written as 0xFFFFFFFF OR-ed into the
+ *           word (its field and every higher field of that word read 2^bits - 1).
+ *           Needs `q`, ignores `codes`; in/out features must be multiples of 32
+ *           (AutoGPTQ silently drops tails). v1 only. For byte-identity tests and
+ *           reproducing AutoGPTQ checkpoints; the codes equal GPTQ's except where
+ *           fl16(scale) is subnormal.
  * GPTQMODEL v1 zero points as GPTQModel writes them: v2 words minus 0x11111111 (4-bit;
  *           0x55555555 2-bit, 0x01010101 8-bit) per word, borrowing across fields;
- *           3-bit per field. Codes as CLEAN. */
+ *           3-bit per field (same as CLEAN). A last word that holds fewer fields is
+ *           computed modulo 2^(its used bits), so its padding stays zero. Codes and
+ *           v2 zero points as CLEAN.
+ * Readers disagree on a stored v1 field of 2^bits - 1 (zero point 0); only zero
+ * points >= 1 are portable in v1 (use v2 for asymmetric layers where that matters). */
 #define GPTQ_PACK_CLEAN 0
 #define GPTQ_PACK_AUTOGPTQ 1
 #define GPTQ_PACK_GPTQMODEL 2
@@ -353,7 +362,8 @@ typedef struct gptq_unpacked {
     int64_t out_features;    /* R */
     int64_t in_features;     /* C */
     int64_t ngroups;         /* ng */
-    int32_t *codes;          /* [R, C], values in [0, 2^bits - 1] */
+    int32_t *codes;          /* [R, C], values in [0, 2^bits - 1]; not read by
+                              * GPTQ_PACK_AUTOGPTQ (may be NULL there) */
     float *scales;           /* [ng, R] float32 */
     int32_t *zeros;          /* [ng, R] true zero points in [0, 2^bits - 1] */
     int32_t *g_idx;          /* [C], values in [0, ng) */
@@ -375,37 +385,51 @@ typedef struct gptq_packed {
     int32_t *g_idx;          /* [C] */
 } gptq_packed;
 
-/* Shapes of the packed tensors: qweight [rows, cols] and qzeros [rows, cols].
- * Along the packed axis the int32 words form one little-endian bit stream, element j
- * at bits [bits*j, bits*j + bits); the word count is rounded up.
- * Errors: INVALID_ARGUMENT, NOT_SUPPORTED (bits). */
+/* Shapes of the packed tensors: qweight [ceil(C*bits/32), R] and qzeros
+ * [ng, ceil(R*bits/32)]. Along the packed axis the int32 words form one
+ * little-endian bit stream, element j at bits [bits*j, bits*j + bits), least
+ * significant bit first (3-bit elements 10 and 21 of every 32 straddle two words,
+ * low bits in the lower word); the word count is rounded up.
+ * Errors: INVALID_ARGUMENT (NULL, a dimension < 1 or > 2^40), NOT_SUPPORTED (bits). */
 GPTQ_API int gptq_packed_shape(int32_t bits, int64_t out_features, int64_t in_features,
                                int64_t ngroups, int64_t qweight_shape[2],
                                int64_t qzeros_shape[2]);
 
 /* Pack `src` into `dst` (whose bits, format, dimensions and buffers the caller sets;
- * bits and dimensions must equal src's). `mode` is a GPTQ_PACK_* value.
- * Errors: INVALID_ARGUMENT, SHAPE, NOT_SUPPORTED (bits; AUTOGPTQ mode with v2 or
- * dimensions not multiples of 32), NUMERIC (a scale that is not finite or overflows
- * float16; codes/zeros out of range). */
+ * bits and dimensions must equal src's). `mode` is a GPTQ_PACK_* value. scales
+ * become fl16(scale) (round to nearest even), g_idx is copied. Everything is checked
+ * before anything is written, so dst is untouched on failure. `ctx` may be NULL (no
+ * message, one thread).
+ * Errors: INVALID_ARGUMENT (NULL buffer, unknown mode or format, bits differ, a code
+ *   or zero point outside [0, 2^bits - 1], g_idx outside [0, ng), AUTOGPTQ without q),
+ *   SHAPE (dimensions differ), NOT_SUPPORTED (bits; AUTOGPTQ mode with v2 or
+ *   dimensions not multiples of 32), NUMERIC (a scale that is not finite or that
+ *   overflows float16, i.e. >= 65520 before rounding; NaN/Inf in q for AUTOGPTQ). */
 GPTQ_API int gptq_pack(gptq_ctx *ctx, const gptq_unpacked *src, int32_t mode, gptq_packed *dst);
 
-/* Pack a result directly (codes, scales, zeros, g_idx and Q of `r`). */
+/* Pack a result directly (codes, scales, zeros, g_idx and Q of `r`), as gptq_pack. */
 GPTQ_API int gptq_pack_result(gptq_ctx *ctx, const gptq_result *r, int32_t mode,
                               gptq_packed *dst);
 
 /* Unpack checkpoint tensors into codes, float32 scales (exact widening of float16),
  * true zero points and g_idx. v1 zero points are read as (stored + 1) mod 2^bits; for
  * GPTQModel-written v1 words pass GPTQ_PACK_GPTQMODEL as `mode` to undo its per-word
- * subtraction exactly (CLEAN and AUTOGPTQ read per field).
- * Errors: INVALID_ARGUMENT, SHAPE, MALFORMED (g_idx outside [0, ng)). */
+ * subtraction exactly (CLEAN and AUTOGPTQ read per field, so an AutoGPTQ all-ones
+ * field reads as zero point 0). dst's bits and dimensions must equal src's (they size
+ * its buffers); dst->q and dst->group_size are not touched. `ctx` may be NULL.
+ * Errors: INVALID_ARGUMENT (NULL buffer, unknown mode or format), SHAPE (dst differs),
+ *   NOT_SUPPORTED (bits), MALFORMED (g_idx outside [0, ng)). */
 GPTQ_API int gptq_unpack(gptq_ctx *ctx, const gptq_packed *src, int32_t mode, gptq_unpacked *dst);
 
 /* y[batch, R] = x[batch, C] * Wq^T (+ bias[R] if bias is not NULL), with Wq
  * dequantized on the fly from the packed tensors: Wq[r, j] = scale[g_idx[j], r] *
- * (code[r, j] - zero[g_idx[j], r]). Any batch >= 1, v1 or v2 zero points, 2/3/4/8 bits,
- * any g_idx (act-order). Accumulates in float32.
- * Errors: INVALID_ARGUMENT, SHAPE, NOT_SUPPORTED, MALFORMED (g_idx), OUT_OF_MEMORY. */
+ * (code[r, j] - zero[g_idx[j], r]) in float32, scale being the float16 scale widened
+ * and zero the stored field (v2) or (stored + 1) mod 2^bits (v1). Any batch >= 1,
+ * v1 or v2 zero points, 2/3/4/8 bits, any g_idx (act-order), any in/out features.
+ * Accumulates in float32; the result does not depend on the thread count. Runs on the
+ * host with ctx's threads (`ctx` may be NULL: one thread).
+ * Errors: INVALID_ARGUMENT (NULL, batch < 1, bad format or dimensions), NOT_SUPPORTED
+ *   (bits), MALFORMED (g_idx outside [0, ng)), OUT_OF_MEMORY. */
 GPTQ_API int gptq_dequant_matmul(gptq_ctx *ctx, const gptq_packed *w, const float *x,
                                  int64_t batch, const float *bias, float *y);
 

@@ -83,18 +83,24 @@ typedef struct gptq_tensor_info {
 
 typedef struct gptq_safetensors gptq_safetensors;
 
-/* Open and validate a file (memory-mapped, read-only).
- * Errors: INVALID_ARGUMENT, NOT_FOUND (no such file), IO, MALFORMED (any rule broken;
- * the message names the file and the rule), OUT_OF_MEMORY. */
+/* Open and validate a file (memory-mapped, read-only). Besides the format's rules the
+ * reader caps a file at 2^20 tensors and names at 4096 bytes (MALFORMED past them).
+ * Errors: INVALID_ARGUMENT, NOT_FOUND (no such file), IO (also: not a regular file),
+ * MALFORMED (any rule broken; the message names the file and the rule),
+ * NOT_SUPPORTED (a valid tensor with more than GPTQ_ST_MAX_DIMS dimensions),
+ * OUT_OF_MEMORY. On failure *out is NULL.
+ * The file must not be truncated while it is open (a mapped page past the new end
+ * raises SIGBUS, as with any memory-mapped reader). */
 GPTQ_API int gptq_safetensors_open(gptq_ctx *ctx, const char *path, gptq_safetensors **out);
 
-/* Validate a file image held in memory. The bytes are copied. Same errors. */
+/* Validate a file image held in memory. The bytes are copied, so `data` may be freed
+ * once this returns. Messages name the source "<memory>". Same errors. */
 GPTQ_API int gptq_safetensors_open_memory(gptq_ctx *ctx, const void *data, size_t size,
                                           gptq_safetensors **out);
 
 GPTQ_API void gptq_safetensors_free(gptq_safetensors *st);
 
-/* Number of tensors (the metadata object is not a tensor). */
+/* Number of tensors (the metadata object is not a tensor); 0 for st NULL. */
 GPTQ_API int64_t gptq_safetensors_count(const gptq_safetensors *st);
 
 /* Tensor i, 0 <= i < count, in data order. Errors: INVALID_ARGUMENT. */
@@ -105,7 +111,9 @@ GPTQ_API int gptq_safetensors_info(const gptq_safetensors *st, int64_t i, gptq_t
 GPTQ_API int gptq_safetensors_find(const gptq_safetensors *st, const char *name,
                                    gptq_tensor_info *info);
 
-/* Metadata: number of keys, key/value i, and lookup by key (NULL when absent). */
+/* Metadata: number of keys, key/value i in file order (key or value may be NULL when
+ * not wanted; INVALID_ARGUMENT when i is out of range), and lookup by key (NULL when
+ * absent). Strings stay valid while the reader is open. */
 GPTQ_API int64_t gptq_safetensors_metadata_count(const gptq_safetensors *st);
 GPTQ_API int gptq_safetensors_metadata_at(const gptq_safetensors *st, int64_t i,
                                           const char **key, const char **value);
@@ -113,13 +121,15 @@ GPTQ_API const char *gptq_safetensors_metadata(const gptq_safetensors *st, const
 
 /* Copy tensor `name` into dst as float32, converting F32, F16, BF16 and F64 (F64 is
  * rounded). `count` is the capacity of dst in elements and must equal numel.
- * Errors: NOT_FOUND, SHAPE (count differs), NOT_SUPPORTED (another dtype). */
+ * Errors: INVALID_ARGUMENT (NULL st or name, NULL dst with count > 0), NOT_FOUND,
+ * SHAPE (count differs), NOT_SUPPORTED (another dtype). */
 GPTQ_API int gptq_safetensors_read_f32(gptq_ctx *ctx, const gptq_safetensors *st,
                                        const char *name, float *dst, size_t count);
 
 /* Copy tensor `name` into dst as int32, converting I8, U8, I16, U16, I32, U32, I64,
  * U64 and BOOL; a value outside the int32 range (U32 above 2^31-1 excepted: it is
- * reinterpreted bit for bit, as packed words are) is MALFORMED. Same other errors. */
+ * reinterpreted bit for bit, as packed words are) is MALFORMED, and so is a BOOL byte
+ * other than 0 or 1; dst is then partly written. Same other errors. */
 GPTQ_API int gptq_safetensors_read_i32(gptq_ctx *ctx, const gptq_safetensors *st,
                                        const char *name, int32_t *dst, size_t count);
 
@@ -132,21 +142,29 @@ GPTQ_API void gptq_safetensors_writer_free(gptq_safetensors_writer *w);
 
 /* Add a tensor. The name and shape are copied; `data` (nbytes, must equal numel x
  * element size) is only referenced and must stay valid until write() returns.
- * Errors: INVALID_ARGUMENT (duplicate or empty name, "__metadata__", bad dtype or
- * shape), SHAPE (nbytes does not match), OUT_OF_MEMORY. */
+ * Errors: INVALID_ARGUMENT (duplicate or empty name, "__metadata__", a name that is
+ * not UTF-8 or is over 4096 bytes, bad dtype or shape, a sub-byte dtype whose total is
+ * not whole bytes, more than 2^20 tensors), SHAPE (nbytes does not match),
+ * OUT_OF_MEMORY. */
 GPTQ_API int gptq_safetensors_writer_add(gptq_ctx *ctx, gptq_safetensors_writer *w,
                                          const char *name, int32_t dtype, int32_t ndim,
                                          const int64_t *shape, const void *data,
                                          size_t nbytes);
 
-/* Set a metadata entry (copied; a second call with the same key replaces the value). */
+/* Set a metadata entry (copied; a second call with the same key replaces the value and
+ * keeps its position). Keys and values must be UTF-8.
+ * Errors: INVALID_ARGUMENT, OUT_OF_MEMORY. */
 GPTQ_API int gptq_safetensors_writer_set_metadata(gptq_ctx *ctx, gptq_safetensors_writer *w,
                                                   const char *key, const char *value);
 
 /* Write everything to `path`: a temporary file beside it, flushed, then renamed over
  * `path`. On failure the temporary is removed and an existing `path` is untouched.
  * Tensors are laid out in descending dtype size, then name (every tensor naturally
- * aligned), as the reference writer does. Errors: IO (with errno text), INVALID_ARGUMENT. */
+ * aligned), as the reference writer does. The new file gets mode 0666 less the umask.
+ * If `path` is a symbolic link, the link itself is replaced. The writer is unchanged
+ * and may be written again.
+ * Errors: IO (with errno text), INVALID_ARGUMENT (also: a header over 100,000,000
+ * bytes), OUT_OF_MEMORY. */
 GPTQ_API int gptq_safetensors_writer_write(gptq_ctx *ctx, gptq_safetensors_writer *w,
                                            const char *path);
 
