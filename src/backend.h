@@ -26,9 +26,27 @@
  * built for another version is refused at load time. */
 #define GPTQ_BACKEND_ABI 1
 
-/* Name of the symbol libgptq-cuda.so exports: `const gptq_backend *NAME(void)`. */
+/* Name of the symbol libgptq-cuda.so exports:
+ *     const gptq_backend *NAME(const gptq_host_services *host);
+ * The module keeps `host` (static storage in libgptq) and reaches the context's error
+ * state and settings only through it, never through the layout of struct gptq_ctx. */
 #define GPTQ_CUDA_ENTRY "gptq_cuda_backend_v1"
 #define GPTQ_CUDA_MODULE "libgptq-cuda.so.0"
+
+/* What libgptq offers a run-time loaded backend module. */
+typedef struct gptq_host_services {
+    uint32_t abi_version; /* GPTQ_BACKEND_ABI */
+    /* Record a failure on ctx (printf-style) and return status: gptq__fail. */
+    int (*fail)(gptq_ctx *ctx, int status, const char *fmt, ...);
+    /* Log through the context's sink: gptq__log. */
+    void (*log)(const gptq_ctx *ctx, int32_t level, const char *fmt, ...);
+    /* The context's resolved thread count and requested device ordinal. */
+    int32_t (*threads)(const gptq_ctx *ctx);
+    int32_t (*device)(const gptq_ctx *ctx);
+} gptq_host_services;
+
+/* The services table handed to modules (src/core/backend_load.c). */
+const gptq_host_services *gptq__host_services(void);
 
 /* Arguments of the in-block column loop (GPTQ's inner loop over columns [i1, i2)).
  * All column indices are in processing order (columns already permuted). */
