@@ -74,6 +74,7 @@ typedef struct gptq_block_args {
     float *err;            /* [i2 - i1, R] out: scaled errors E, transposed (row i of err
                             * is column i1 + i of E), for the cross-block GEMM */
     double *row_loss;      /* [R] in/out: loss accumulated per row (sum of fl32 losses/2) */
+    int32_t threads;       /* host threads to use; 0 = the context's */
 } gptq_block_args;
 
 typedef struct gptq_backend {
@@ -116,6 +117,10 @@ typedef struct gptq_backend {
      * parameters. Rows are independent, so a backend may split them over threads or
      * GPU blocks. NULL: the core's host implementation (gptq__quantize_block_host). */
     int (*quantize_block)(gptq_ctx *ctx, const gptq_block_args *args);
+
+    /* 1 if quantize_block may run on a second host thread while the first calls gemm
+     * on other columns of the same buffers (the core then overlaps them). */
+    int32_t overlap_block_gemm;
 } gptq_backend;
 
 /* The CPU backend's table (src/cpu/cpu_backend.c). */

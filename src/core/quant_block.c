@@ -74,7 +74,7 @@ static void tile_params(const gptq_block_args *a, int64_t r, int nl, int64_t c, 
 GPTQ_MULTIVERSION
 static void tile_column(float (*t)[LANES], int64_t i, int64_t bw, const float *urow,
                         const float *scale, const float *zero, float maxq, float *qv,
-                        float *code, float *e, float *loss)
+                        int32_t *code, float *e, float *loss)
 {
     const float d = urow[i];
     const float d2 = d * d;
@@ -83,7 +83,7 @@ static void tile_column(float (*t)[LANES], int64_t i, int64_t bw, const float *u
         float q = rintf(w / scale[l]) + zero[l];
         q = q < 0.0f ? 0.0f : q;
         q = q > maxq ? maxq : q;
-        code[l] = q;
+        code[l] = (int32_t)q;
         qv[l] = scale[l] * (q - zero[l]);
     }
     for (int l = 0; l < LANES; l++) {
@@ -104,13 +104,13 @@ static void tile_column(float (*t)[LANES], int64_t i, int64_t bw, const float *u
 /* RTN variant of the column step: no U. */
 GPTQ_MULTIVERSION
 static void tile_column_rtn(float (*t)[LANES], int64_t i, const float *scale, const float *zero,
-                            float maxq, float *qv, float *code)
+                            float maxq, float *qv, int32_t *code)
 {
     for (int l = 0; l < LANES; l++) {
         float q = rintf(t[i][l] / scale[l]) + zero[l];
         q = q < 0.0f ? 0.0f : q;
         q = q > maxq ? maxq : q;
-        code[l] = q;
+        code[l] = (int32_t)q;
         qv[l] = scale[l] * (q - zero[l]);
     }
 }
@@ -118,34 +118,50 @@ static void tile_column_rtn(float (*t)[LANES], int64_t i, const float *scale, co
 static void block_tile(const gptq_block_args *a, int64_t r, int nl)
 {
     const int64_t C = a->cols, R = a->rows, i1 = a->i1, bw = a->i2 - a->i1;
-    float t[MAX_BLOCK][LANES];
-    float scale[LANES], zero[LANES], qv[LANES], code[LANES], e[LANES], loss[LANES];
+    /* 64-byte alignment: each row of t is one AVX-512 vector, and a vector that
+     * straddles two cache lines defeats store-to-load forwarding in the update loop. */
+    _Alignas(64) float t[MAX_BLOCK][LANES];
+    _Alignas(64) float qt[MAX_BLOCK][LANES];
+    _Alignas(64) int32_t ct[MAX_BLOCK][LANES];
+    _Alignas(64) float scale[LANES], zero[LANES], e[LANES], loss[LANES];
     double row_loss[LANES] = {0};
 
     /* Transposed copy of W1; unused lanes hold 0 with scale 1 (harmless, discarded). */
-    for (int l = 0; l < LANES; l++)
+    if (nl == LANES) {
+        const float *w0 = a->w + r * C + i1;
         for (int64_t j = 0; j < bw; j++)
-            t[j][l] = l < nl ? a->w[(r + l) * C + i1 + j] : 0.0f;
+            for (int l = 0; l < LANES; l++)
+                t[j][l] = w0[l * C + j];
+    } else {
+        for (int64_t j = 0; j < bw; j++)
+            for (int l = 0; l < LANES; l++)
+                t[j][l] = l < nl ? a->w[(r + l) * C + i1 + j] : 0.0f;
+    }
     for (int l = 0; l < LANES; l++) {
         scale[l] = 1.0f;
         zero[l] = 0.0f;
     }
     for (int64_t i = 0; i < bw; i++) {
         const int64_t c = i1 + i;
-        const int64_t col = a->perm[c]; /* original column: results go there */
         tile_params(a, r, nl, c, scale, zero);
         if (a->u) {
-            tile_column(t, i, bw, a->u + c * C + i1, scale, zero, (float)a->maxq, qv, code, e,
-                        loss);
+            tile_column(t, i, bw, a->u + c * C + i1, scale, zero, (float)a->maxq, qt[i], ct[i],
+                        e, loss);
             for (int l = 0; l < nl; l++)
                 row_loss[l] += (double)loss[l];
             memcpy(a->err + i * R + r, e, (size_t)nl * sizeof(float));
         } else {
-            tile_column_rtn(t, i, scale, zero, (float)a->maxq, qv, code);
+            tile_column_rtn(t, i, scale, zero, (float)a->maxq, qt[i], ct[i]);
         }
-        for (int l = 0; l < nl; l++) {
-            a->q[(r + l) * C + col] = qv[l];
-            a->codes[(r + l) * C + col] = (int32_t)code[l];
+    }
+    /* Results row by row, at the original column of each processing column. */
+    for (int l = 0; l < nl; l++) {
+        float *qrow = a->q + (r + l) * C;
+        int32_t *crow = a->codes + (r + l) * C;
+        for (int64_t i = 0; i < bw; i++) {
+            const int64_t col = a->perm[i1 + i];
+            qrow[col] = qt[i][l];
+            crow[col] = ct[i][l];
         }
     }
     if (a->row_loss)
@@ -168,7 +184,7 @@ int gptq__quantize_block_host(gptq_ctx *ctx, const gptq_block_args *args)
     if (args->i2 - args->i1 > MAX_BLOCK)
         return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED, "block_size %lld is above the maximum %d",
                          (long long)(args->i2 - args->i1), MAX_BLOCK);
-    gptq__parallel_for(ctx->threads, (args->rows + LANES - 1) / LANES, 2, block_tiles,
-                       (void *)args);
+    gptq__parallel_for(args->threads > 0 ? args->threads : ctx->threads,
+                       (args->rows + LANES - 1) / LANES, 2, block_tiles, (void *)args);
     return GPTQ_OK;
 }

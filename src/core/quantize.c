@@ -17,6 +17,7 @@
  * bookkeeping live here once for every backend.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,7 +34,8 @@ typedef struct work {
     float *w;         /* [R, C] working W, processing order */
     float *h;         /* [C, C] H after dead-column fixing and permutation */
     float *u;         /* [C, C] U, row-major upper */
-    float *err;       /* [R, block] */
+    float *err;       /* [block, R] */
+    float *err2;      /* [block, R], the second buffer when blocks overlap the GEMM */
     float *row_scale; /* [R] */
     float *row_zero;  /* [R] */
     float *scales;    /* [ng, R] */
@@ -48,6 +50,7 @@ static void work_free(work *k)
     gptq__free(k->h);
     gptq__free(k->u);
     gptq__free(k->err);
+    gptq__free(k->err2);
     gptq__free(k->row_scale);
     gptq__free(k->row_zero);
     gptq__free(k->scales);
@@ -80,8 +83,6 @@ static int apply_act_order(work *k)
     const int64_t R = k->R, C = k->C;
     diag_key *keys = gptq__alloc(k->ctx, (size_t)C * sizeof *keys, "act-order keys");
     float *tmp;
-    size_t big = (size_t)C * (size_t)C > (size_t)R * (size_t)C ? (size_t)C * (size_t)C
-                                                               : (size_t)R * (size_t)C;
     if (!keys)
         return GPTQ_ERR_OUT_OF_MEMORY;
     for (int64_t i = 0; i < C; i++) {
@@ -93,20 +94,27 @@ static int apply_act_order(work *k)
         k->perm[i] = keys[i].i;
     gptq__free(keys);
 
-    tmp = gptq__alloc(k->ctx, big * sizeof(float), "act-order scratch");
+    /* W: row by row through one row of scratch (stays in cache). */
+    tmp = gptq__alloc(k->ctx, (size_t)C * sizeof(float), "act-order scratch");
     if (!tmp)
         return GPTQ_ERR_OUT_OF_MEMORY;
-    for (int64_t r = 0; r < R; r++)
+    for (int64_t r = 0; r < R; r++) {
+        float *row = k->w + r * C;
         for (int64_t j = 0; j < C; j++)
-            tmp[r * C + j] = k->w[r * C + k->perm[j]];
-    memcpy(k->w, tmp, (size_t)R * (size_t)C * sizeof(float));
+            tmp[j] = row[k->perm[j]];
+        memcpy(row, tmp, (size_t)C * sizeof(float));
+    }
+    gptq__free(tmp);
+    /* H: both axes, into the (still unused) U buffer, which then becomes H. */
     for (int64_t i = 0; i < C; i++) {
         const float *src = k->h + (size_t)k->perm[i] * (size_t)C;
+        float *dst = k->u + (size_t)i * (size_t)C;
         for (int64_t j = 0; j < C; j++)
-            tmp[i * C + j] = src[k->perm[j]];
+            dst[j] = src[k->perm[j]];
     }
-    memcpy(k->h, tmp, (size_t)C * (size_t)C * sizeof(float));
-    gptq__free(tmp);
+    tmp = k->h;
+    k->h = k->u;
+    k->u = tmp;
     return GPTQ_OK;
 }
 
@@ -250,6 +258,9 @@ static int alloc_work(work *k)
                       : NULL;
         if (!k->err)
             return GPTQ_ERR_OUT_OF_MEMORY;
+        /* Optional: without it the blocks simply do not overlap the GEMM. */
+        k->err2 = gptq__alloc(k->ctx, (size_t)R * (size_t)k->cfg.block_size * sizeof(float),
+                              "block errors");
     }
     return GPTQ_OK;
 }
@@ -290,42 +301,110 @@ static int64_t prepare(work *k, const float *w, const gptq_hessian *hessian)
     return dead;
 }
 
-/* Step 7: the block loop. */
+/* Step 7: the block loop.
+ *
+ * After block b, the next block only needs its own columns updated. So the update
+ * W[:, i2:] -= E_b U[i1:i2, i2:] is split: first the next block's columns (small),
+ * then the in-block loop of block b+1 starts on a helper thread while this thread
+ * applies the rest of block b's update (the big GEMM) to the columns after it. The
+ * two touch disjoint columns, E is double-buffered, and every value is computed by
+ * the same operations as without the overlap. Not done when a group could reach
+ * past the next block (its parameters would read columns still being updated), nor
+ * when the backend does not allow it. */
+typedef struct block_job {
+    gptq_ctx *ctx;
+    const gptq_backend *be;
+    gptq_block_args a;
+    int rc;
+    double seconds;
+} block_job;
+
+static void *block_job_main(void *p)
+{
+    block_job *j = p;
+    double t0 = gptq__now();
+    j->rc = j->be->quantize_block(j->ctx, &j->a);
+    j->seconds = gptq__now() - t0;
+    return NULL;
+}
+
+static int timed_gemm(work *k, int64_t i1, int64_t i2, int64_t c0, int64_t c1, const float *err)
+{
+    double t0 = gptq__now();
+    int rc = GPTQ_OK;
+    if (c1 > c0)
+        rc = k->be->gemm(k->ctx, 1, 0, k->R, c1 - c0, i2 - i1, -1.0f, err, k->R,
+                         k->u + i1 * k->C + c0, k->C, 1.0f, k->w + c0, k->C);
+    k->ctx->prof.gemm_s += gptq__now() - t0;
+    k->ctx->prof.blas_s += gptq__now() - t0;
+    return rc;
+}
+
 static int run_blocks(work *k, gptq_result *res)
 {
     const int64_t R = k->R, C = k->C, B = k->cfg.block_size;
-    gptq_block_args a;
-    memset(&a, 0, sizeof a);
-    a.rows = R;
-    a.cols = C;
-    a.maxq = k->maxq;
-    a.sym = k->cfg.sym;
-    a.group_size = k->cfg.group_size;
-    a.static_groups = k->cfg.rtn ? 0 : k->cfg.static_groups;
-    a.w = k->w;
-    a.u = k->cfg.rtn ? NULL : k->u;
-    a.perm = k->perm;
-    a.row_scale = k->row_scale;
-    a.row_zero = k->row_zero;
-    a.scales = k->scales;
-    a.zeros = k->zeros;
-    a.q = res->q;
-    a.codes = res->codes;
-    a.err = k->err;
-    a.row_loss = k->row_loss;
-    for (int64_t i1 = 0; i1 < C; i1 += B) {
-        int64_t i2 = i1 + B < C ? i1 + B : C;
-        double t0 = gptq__now(), t1;
-        a.i1 = i1;
-        a.i2 = i2;
-        GPTQ_TRY(k->be->quantize_block(k->ctx, &a));
-        t1 = gptq__now();
-        k->ctx->prof.block_s += t1 - t0;
-        if (!k->cfg.rtn && i2 < C) {
-            GPTQ_TRY(k->be->gemm(k->ctx, 1, 0, R, C - i2, i2 - i1, -1.0f, k->err, R,
-                                 k->u + i1 * C + i2, C, 1.0f, k->w + i2, C));
-            k->ctx->prof.gemm_s += gptq__now() - t1;
-            k->ctx->prof.blas_s += gptq__now() - t1;
+    const int32_t gs = k->cfg.group_size;
+    block_job job;
+    gptq_block_args *a = &job.a;
+    float *err[2] = {k->err, k->err2};
+    int overlap = k->be->overlap_block_gemm && !k->cfg.rtn && k->err2 && k->ctx->threads > 1 &&
+                  (gs == -1 || k->cfg.static_groups || B % gs == 0);
+
+    memset(&job, 0, sizeof job);
+    job.ctx = k->ctx;
+    job.be = k->be;
+    a->rows = R;
+    a->cols = C;
+    a->maxq = k->maxq;
+    a->sym = k->cfg.sym;
+    a->group_size = gs;
+    a->static_groups = k->cfg.rtn ? 0 : k->cfg.static_groups;
+    a->w = k->w;
+    a->u = k->cfg.rtn ? NULL : k->u;
+    a->perm = k->perm;
+    a->row_scale = k->row_scale;
+    a->row_zero = k->row_zero;
+    a->scales = k->scales;
+    a->zeros = k->zeros;
+    a->q = res->q;
+    a->codes = res->codes;
+    a->row_loss = k->row_loss;
+    /* While the GEMM runs on every core, the in-block loop gets the cores minus one. */
+    a->threads = overlap ? k->ctx->threads - 1 : 0;
+
+    for (int64_t i1 = 0, b = 0; i1 < C; i1 += B, b++) {
+        const int64_t i2 = i1 + B < C ? i1 + B : C, i3 = i2 + B < C ? i2 + B : C;
+        pthread_t tid;
+        int started = 0;
+
+        if (b == 0 || !overlap) {
+            a->i1 = i1;
+            a->i2 = i2;
+            a->err = err[b & 1];
+            block_job_main(&job);
+            k->ctx->prof.block_s += job.seconds;
+            GPTQ_TRY(job.rc);
+        }
+        if (k->cfg.rtn || i2 >= C)
+            continue;
+        if (!overlap) {
+            GPTQ_TRY(timed_gemm(k, i1, i2, i2, C, err[b & 1]));
+            continue;
+        }
+        GPTQ_TRY(timed_gemm(k, i1, i2, i2, i3, err[b & 1]));
+        a->i1 = i2;
+        a->i2 = i3;
+        a->err = err[(b + 1) & 1];
+        started = pthread_create(&tid, NULL, block_job_main, &job) == 0;
+        {
+            int rc = timed_gemm(k, i1, i2, i3, C, err[b & 1]);
+            if (started)
+                pthread_join(tid, NULL);
+            else
+                block_job_main(&job);
+            k->ctx->prof.block_s += job.seconds;
+            GPTQ_TRY(rc);
+            GPTQ_TRY(job.rc);
         }
     }
     return GPTQ_OK;

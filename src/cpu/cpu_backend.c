@@ -131,6 +131,7 @@ static const gptq_backend cpu_backend = {
     .potri = cpu_potri,
     .trtri = cpu_trtri,
     .quantize_block = gptq__quantize_block_host,
+    .overlap_block_gemm = 1,
 };
 
 const gptq_backend *gptq__cpu_backend(void) { return &cpu_backend; }
