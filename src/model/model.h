@@ -1,0 +1,179 @@
+/*
+ * Internal model representation shared by src/model/*.c.
+ *
+ *   config.c    config.json -> gptq__model_config (+ quantization_config)
+ *   weights.c   the directory's safetensors files (single or sharded), tensor lookup,
+ *               F32/F16/BF16 -> float32, GPTQ tensors -> gptq_packed
+ *   model.c     gptq_model_open/free, getters, loading/unloading one decoder layer
+ *   tokens.c    gptq_tokens (bytes, JSON ids, safetensors ids)
+ *   forward.c   the Llama-family forward pass (embedding, RMSNorm, RoPE, causal GQA
+ *               attention, SwiGLU, final norm, lm_head, NLL) over batches of sequences
+ *   eval.c      gptq_model_eval
+ *   pyrandom.c  CPython's random (MT19937, randint) for the references' window sampling
+ *   quantize_model.c  gptq_model_quantize: the sequential pipeline
+ *   save.c      gptq_model_save, gptq_model_save_dequantized
+ */
+#ifndef GPTQ_MODEL_INTERNAL_H
+#define GPTQ_MODEL_INTERNAL_H
+
+#include "gptq/model.h"
+#include "gptq/safetensors.h"
+#include "internal.h"
+
+#define GPTQ_ARCH_LLAMA 1
+#define GPTQ_ARCH_MISTRAL 2
+#define GPTQ_ARCH_QWEN2 3
+
+#define GPTQ_ROPE_NONE 0
+#define GPTQ_ROPE_LINEAR 1
+#define GPTQ_ROPE_LLAMA3 2
+
+typedef struct gptq__model_config {
+    int32_t arch;               /* GPTQ_ARCH_* */
+    char arch_name[64];         /* "LlamaForCausalLM" ... */
+    int64_t vocab, hidden, inter, n_layers, n_heads, n_kv_heads, head_dim, max_pos;
+    double rms_eps, rope_theta;
+    int32_t rope_type;          /* GPTQ_ROPE_* */
+    double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int64_t rope_original_max_pos;
+    int32_t tie_embeddings;
+    int32_t qkv_bias;           /* Qwen2: q/k/v have biases */
+    int32_t o_bias, mlp_bias;   /* attention_bias (Llama: all four), mlp_bias */
+    /* A GPTQ checkpoint (config.json quantization_config or quantize_config.json). */
+    int32_t quantized;
+    int32_t q_bits, q_group_size, q_desc_act, q_sym, q_format; /* q_format GPTQ_FORMAT_* */
+    char *config_text;          /* config.json as read, to re-emit with changes (owned) */
+} gptq__model_config;
+
+/* Parse config.json (and quantize_config.json if present) in `dir`. */
+int gptq__config_load(gptq_ctx *ctx, const char *dir, gptq__model_config *cfg);
+void gptq__config_free(gptq__model_config *cfg);
+
+/* ---- weights ---- */
+
+typedef struct gptq__weights gptq__weights;
+
+int gptq__weights_open(gptq_ctx *ctx, const char *dir, gptq__weights **out);
+void gptq__weights_free(gptq__weights *w);
+/* 1 if the tensor exists (fills info when not NULL). */
+int gptq__weights_has(const gptq__weights *w, const char *name, gptq_tensor_info *info);
+/* Copy a tensor as float32 (F32, F16, BF16), checking its shape (ndim entries). The
+ * message names the file and tensor. Errors: NOT_FOUND, SHAPE, NOT_SUPPORTED. */
+int gptq__weights_read_f32(gptq_ctx *ctx, const gptq__weights *w, const char *name,
+                           int32_t ndim, const int64_t *shape, float *dst);
+/* Copy a raw tensor of the given dtype and shape (I32 qweight/qzeros/g_idx, F16 scales). */
+int gptq__weights_read_raw(gptq_ctx *ctx, const gptq__weights *w, const char *name,
+                           int32_t dtype, int32_t ndim, const int64_t *shape, void *dst);
+/* Names of tensors that are not in `names_seen` are not errors; for error messages:
+ * the file holding a tensor. */
+const char *gptq__weights_file_of(const gptq__weights *w, const char *name);
+/* Every tensor name, for the writer (count, i-th name). */
+int64_t gptq__weights_count(const gptq__weights *w);
+const char *gptq__weights_name(const gptq__weights *w, int64_t i);
+
+/* ---- decoder layers ---- */
+
+enum {
+    GPTQ_LIN_Q = 0,
+    GPTQ_LIN_K,
+    GPTQ_LIN_V,
+    GPTQ_LIN_O,
+    GPTQ_LIN_GATE,
+    GPTQ_LIN_UP,
+    GPTQ_LIN_DOWN,
+    GPTQ_LIN_COUNT
+};
+
+/* "self_attn.q_proj" ... in GPTQ_LIN_* order. */
+extern const char *const gptq__lin_names[GPTQ_LIN_COUNT];
+
+typedef struct gptq__linear {
+    int64_t out, in;
+    float *w;             /* [out, in] float32 (owned); NULL when quantized or unloaded */
+    float *bias;          /* [out] float32 (owned) or NULL */
+    int32_t quantized;    /* 1: `packed` holds the weights */
+    gptq_packed packed;   /* owned buffers when quantized */
+    int32_t group_size;   /* of the packed weights */
+} gptq__linear;
+
+typedef struct gptq__layer {
+    gptq__linear lin[GPTQ_LIN_COUNT];
+    float *input_norm;    /* [hidden] */
+    float *post_norm;     /* [hidden] */
+    int32_t loaded;       /* float weights / packed tensors resident */
+} gptq__layer;
+
+struct gptq_model {
+    gptq__model_config cfg;
+    char *dir;
+    gptq__weights *src;   /* the directory's tensors (memory-mapped) */
+    float *embed;         /* [vocab, hidden] */
+    float *norm;          /* [hidden] */
+    float *lm_head;       /* [vocab, hidden]; NULL when tied (use embed) */
+    gptq__layer *layers;  /* [n_layers] */
+    int32_t quantized;    /* every decoder linear is quantized */
+    gptq_config qcfg;     /* the configuration they were quantized with */
+    int32_t true_sequential;
+};
+
+/* Make layer i resident: float32 weights (a float checkpoint) or packed tensors (a GPTQ
+ * checkpoint, or linears quantized in memory, which stay resident once made). */
+int gptq__layer_load(gptq_ctx *ctx, gptq_model *m, int64_t i);
+/* Drop layer i's float weights (packed ones stay). */
+void gptq__layer_unload(gptq_model *m, int64_t i);
+void gptq__linear_clear(gptq__linear *l);
+
+/* ---- forward pass ---- */
+
+/* Capture points inside a decoder layer: the inputs of the linears. */
+enum {
+    GPTQ_CAP_ATTN_IN = 0, /* normed hidden state: input of q, k, v */
+    GPTQ_CAP_O_IN,        /* attention output before o_proj */
+    GPTQ_CAP_MLP_IN,      /* normed hidden state: input of gate, up */
+    GPTQ_CAP_DOWN_IN,     /* silu(gate) * up: input of down */
+    GPTQ_CAP_COUNT
+};
+
+/* Called with the input of a group of linears for a batch of sequences: x is
+ * [nseq * seqlen, width], sequence s in rows [s*seqlen, (s+1)*seqlen). Return a status;
+ * non-OK stops the forward pass. */
+typedef int (*gptq__capture_fn)(void *user, int32_t point, const float *x, int64_t nseq,
+                                int64_t seqlen, int64_t width);
+
+/* Run decoder layer `L` (resident) in place on hidden states h [nseq * seqlen, hidden]
+ * of nseq sequences of seqlen tokens each (positions 0..seqlen-1). `stop_after`: run
+ * up to and including the capture point with that index and return (GPTQ_CAP_COUNT =
+ * the whole layer; h is then the layer's output). `capture` may be NULL. */
+int gptq__layer_forward(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L, float *h,
+                        int64_t nseq, int64_t seqlen, gptq__capture_fn capture, void *user,
+                        int32_t stop_after);
+
+/* y[n, out] = x[n, in] * W^T + b for a resident linear (float: SGEMM; quantized:
+ * gptq_dequant_matmul). */
+int gptq__linear_apply(gptq_ctx *ctx, const gptq__linear *l, const float *x, int64_t n, float *y);
+
+/* h[n, hidden] = embed[ids] */
+int gptq__embed(gptq_ctx *ctx, const gptq_model *m, const int32_t *ids, int64_t n, float *h);
+
+/* Final norm + lm_head + log-softmax: the summed NLL of tokens 1..len-1 of each of the
+ * nseq sequences (ids [nseq * seqlen]) given hidden states h [nseq * seqlen, hidden]
+ * (h is overwritten). *nll_sum accumulates in double; *count the predicted tokens. */
+int gptq__head_nll(gptq_ctx *ctx, const gptq_model *m, float *h, const int32_t *ids,
+                   int64_t nseq, int64_t seqlen, double *nll_sum, int64_t *count);
+
+/* Final norm + lm_head: logits [n, vocab] (for tests against reference logits). */
+int gptq__head_logits(gptq_ctx *ctx, const gptq_model *m, float *h, int64_t n, float *logits);
+
+/* ---- CPython random (pyrandom.c) ---- */
+
+typedef struct gptq__pyrandom {
+    uint32_t mt[624];
+    int32_t index;
+} gptq__pyrandom;
+
+/* random.seed(seed) for a non-negative integer seed. */
+void gptq__pyrandom_seed(gptq__pyrandom *r, uint64_t seed);
+/* random.randint(a, b), a <= b, b - a < 2^32. */
+int64_t gptq__pyrandom_randint(gptq__pyrandom *r, int64_t a, int64_t b);
+
+#endif /* GPTQ_MODEL_INTERNAL_H */
