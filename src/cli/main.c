@@ -20,6 +20,12 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"quantize", "quantize a Hugging Face Llama-family model into a GPTQ checkpoint",
+     gptq_cli_quantize_main, gptq_cli_quantize_usage},
+    {"eval", "perplexity of a model (float or GPTQ) on a text or token file",
+     gptq_cli_eval_main, gptq_cli_eval_usage},
+    {"dequantize", "write a GPTQ checkpoint back as a float16 checkpoint",
+     gptq_cli_dequantize_main, gptq_cli_dequantize_usage},
     {"layer", "quantize one linear layer stored in a safetensors file", gptq_cli_layer_main,
      gptq_cli_layer_usage},
 };
@@ -38,8 +44,8 @@ static void usage(FILE *f)
           "Commands:\n",
           f);
     for (i = 0; i < NCOMMANDS; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fputs("  help CMD   show the help of a command\n"
+        fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
+    fputs("  help CMD    show the help of a command\n"
           "\n"
           "Run 'gptq COMMAND --help' for a command's options.\n"
           "Exit status: 0 success, 1 failure, 2 bad usage.\n",

@@ -17,7 +17,15 @@
  * partial sums of consecutive column tiles are added, so the result does not depend on
  * the thread count. Scales and zero points are decoded once up front, transposed to
  * [R, ng] so that an act-order g_idx jumps around inside one short, cached row.
+ *
+ * From SGEMM_MIN_BATCH rows on (the model forward pass runs thousands), the unpacking
+ * is amortised differently: tiles of output rows are dequantized once into float32
+ * weights, with the same per-weight arithmetic as above, and multiplied by SGEMM,
+ * several times faster than the dot kernels. OpenBLAS splits SGEMM over rows and
+ * columns only, so that result does not depend on the thread count either.
  */
+#include <cblas.h>
+#include <limits.h>
 #include <string.h>
 
 #include "format.h"
@@ -26,6 +34,10 @@
 /* A multiple of 32, so every column tile starts on a word boundary for any bit width
  * (32 elements are exactly `bits` words). */
 #define TILE_COLS 512
+/* Batch from which the dequantize-then-SGEMM path is taken, and the dequantized
+ * weights it holds at a time (16 MiB). */
+#define SGEMM_MIN_BATCH 32
+#define SGEMM_TILE_FLOATS ((int64_t)4 << 20)
 
 typedef struct mm_job {
     const gptq_packed *w;
@@ -119,12 +131,38 @@ static void decode_codes(const uint32_t *col, int64_t stride, int32_t bits, int6
     }
 }
 
+/* Dequantized weights of output row r, columns [c0, c0 + nc): scale * (code - zero)
+ * per run of equal g_idx. `run_start`/`run_g` are scratch of TILE_COLS + 1 entries. */
+static void dequant_row(const mm_job *jb, int64_t r, int64_t c0, int64_t nc, float *wrow,
+                        int32_t *run_start, int32_t *run_g)
+{
+    const gptq_packed *w = jb->w;
+    const int64_t R = w->out_features, ng = w->ngroups;
+    const int32_t *g_idx = w->g_idx;
+    const float *st = jb->scale_t + r * ng, *zt = jb->zero_t + r * ng;
+    int64_t nruns = 0;
+
+    /* Runs of equal g_idx: without act-order a tile has one or a few, and each run
+     * dequantizes with one scale and zero point (a vectorisable loop). */
+    for (int64_t j = 0; j < nc; j++)
+        if (j == 0 || g_idx[c0 + j] != g_idx[c0 + j - 1]) {
+            run_start[nruns] = (int32_t)j;
+            run_g[nruns++] = g_idx[c0 + j];
+        }
+    run_start[nruns] = (int32_t)nc;
+    decode_codes((const uint32_t *)w->qweight + r, R, w->bits, c0, nc, wrow);
+    for (int64_t k = 0; k < nruns; k++) {
+        const float s = st[run_g[k]], z = zt[run_g[k]];
+        for (int64_t j = run_start[k]; j < run_start[k + 1]; j++)
+            wrow[j] = s * (wrow[j] - z);
+    }
+}
+
 static void mm_tiles(void *arg, int64_t t0, int64_t t1)
 {
     const mm_job *jb = arg;
     const gptq_packed *w = jb->w;
-    const int64_t R = w->out_features, C = w->in_features, ng = w->ngroups;
-    const int32_t *g_idx = w->g_idx;
+    const int64_t R = w->out_features, C = w->in_features;
     float wt[TILE_ROWS * TILE_COLS]; /* 16 KiB: the tile's dequantized weights */
     int32_t run_start[TILE_COLS + 1], run_g[TILE_COLS];
 
@@ -138,26 +176,8 @@ static void mm_tiles(void *arg, int64_t t0, int64_t t1)
 
         for (int64_t c0 = 0; c0 < C; c0 += TILE_COLS) {
             const int64_t nc = C - c0 < TILE_COLS ? C - c0 : TILE_COLS;
-            int64_t nruns = 0;
-            /* Runs of equal g_idx: without act-order a tile has one or a few, and each
-             * run dequantizes with one scale and zero point (a vectorisable loop). */
-            for (int64_t j = 0; j < nc; j++)
-                if (j == 0 || g_idx[c0 + j] != g_idx[c0 + j - 1]) {
-                    run_start[nruns] = j;
-                    run_g[nruns++] = g_idx[c0 + j];
-                }
-            run_start[nruns] = nc;
-            for (int64_t i = 0; i < nr; i++) {
-                const float *st = jb->scale_t + (r0 + i) * ng;
-                const float *zt = jb->zero_t + (r0 + i) * ng;
-                float *wrow = wt + i * TILE_COLS;
-                decode_codes((const uint32_t *)w->qweight + r0 + i, R, w->bits, c0, nc, wrow);
-                for (int64_t k = 0; k < nruns; k++) {
-                    const float s = st[run_g[k]], z = zt[run_g[k]];
-                    for (int64_t j = run_start[k]; j < run_start[k + 1]; j++)
-                        wrow[j] = s * (wrow[j] - z);
-                }
-            }
+            for (int64_t i = 0; i < nr; i++)
+                dequant_row(jb, r0 + i, c0, nc, wt + i * TILE_COLS, run_start, run_g);
             for (int64_t b = 0; b < jb->batch; b++) {
                 const float *xb = jb->x + b * C + c0;
                 float *yb = jb->y + b * R + r0;
@@ -177,6 +197,63 @@ static void mm_tiles(void *arg, int64_t t0, int64_t t1)
                 for (int64_t i = 0; i < nr; i++)
                     jb->y[b * R + r0 + i] += jb->bias[r0 + i];
     }
+}
+
+/* The large-batch path, dequantization step: rows [row0 + r0, row0 + r1) of W into
+ * wbuf (row-major, C per row). */
+typedef struct deq_job {
+    const mm_job *mm;
+    int64_t row0;
+    float *wbuf;
+} deq_job;
+
+static void deq_rows(void *arg, int64_t r0, int64_t r1)
+{
+    const deq_job *dj = arg;
+    const int64_t C = dj->mm->w->in_features;
+    int32_t run_start[TILE_COLS + 1], run_g[TILE_COLS];
+
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t c0 = 0; c0 < C; c0 += TILE_COLS)
+            dequant_row(dj->mm, dj->row0 + r, c0, C - c0 < TILE_COLS ? C - c0 : TILE_COLS,
+                        dj->wbuf + r * C + c0, run_start, run_g);
+}
+
+/* y = x * Wq^T for large batches: row tiles of W dequantized once, then SGEMM into the
+ * tile's columns of y (ldc = R); the bias is added last, as in mm_tiles. */
+static int mm_sgemm(gptq_ctx *ctx, const mm_job *jb)
+{
+    const int64_t R = jb->w->out_features, C = jb->w->in_features, B = jb->batch;
+    int64_t rows = SGEMM_TILE_FLOATS / C;
+    float *wbuf;
+    deq_job dj;
+
+    if (C > INT_MAX || R > INT_MAX)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
+                         "gptq_dequant_matmul: %lld x %lld exceeds the BLAS's int dimensions",
+                         (long long)R, (long long)C);
+    rows = rows < TILE_ROWS ? TILE_ROWS : rows > R ? R : rows;
+    wbuf = gptq__alloc(ctx, (size_t)(rows * C) * sizeof(float), "dequant_matmul weights");
+    if (!wbuf)
+        return GPTQ_ERR_OUT_OF_MEMORY;
+    dj.mm = jb;
+    dj.wbuf = wbuf;
+    for (int64_t r0 = 0; r0 < R; r0 += rows) {
+        const int64_t nr = R - r0 < rows ? R - r0 : rows;
+        dj.row0 = r0;
+        gptq__parallel_for(gptq__ctx_threads(ctx), nr, TILE_ROWS, deq_rows, &dj);
+        for (int64_t b0 = 0; b0 < B; b0 += INT_MAX / 2) {
+            const int64_t nb = B - b0 < INT_MAX / 2 ? B - b0 : INT_MAX / 2;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)nr, (int)C, 1.0f,
+                        jb->x + b0 * C, (int)C, wbuf, (int)C, 0.0f, jb->y + b0 * R + r0, (int)R);
+        }
+    }
+    gptq__free(wbuf);
+    if (jb->bias)
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t r = 0; r < R; r++)
+                jb->y[b * R + r] += jb->bias[r];
+    return GPTQ_OK;
 }
 
 /* Decode scales and zero points once, transposed to [R, ng]. */
@@ -232,6 +309,12 @@ int gptq_dequant_matmul(gptq_ctx *ctx, const gptq_packed *w, const float *x, int
     jb.y = y;
     jb.scale_t = params;
     jb.zero_t = params + w->out_features * w->ngroups;
+
+    if (batch >= SGEMM_MIN_BATCH) {
+        int rc = mm_sgemm(ctx, &jb);
+        gptq__free(params);
+        return rc;
+    }
 
     /* Starting a thread costs tens of microseconds: give each at least ~256k
      * multiply-adds (the unpacking counts like a couple of batch rows). */

@@ -1,5 +1,5 @@
 /*
- * Internal model representation shared by src/model/*.c.
+ * Internal model representation shared by the files of src/model.
  *
  *   config.c    config.json -> gptq__model_config (+ quantization_config)
  *   weights.c   the directory's safetensors files (single or sharded), tensor lookup,
@@ -8,10 +8,12 @@
  *   tokens.c    gptq_tokens (bytes, JSON ids, safetensors ids)
  *   forward.c   the Llama-family forward pass (embedding, RMSNorm, RoPE, causal GQA
  *               attention, SwiGLU, final norm, lm_head, NLL) over batches of sequences
+ *   attention.c RoPE tables (default, linear, llama3) and causal GQA attention for it
  *   eval.c      gptq_model_eval
  *   pyrandom.c  CPython's random (MT19937, randint) for the references' window sampling
  *   quantize_model.c  gptq_model_quantize: the sequential pipeline
  *   save.c      gptq_model_save, gptq_model_save_dequantized
+ *   save_config.c  their JSON files, tokenizer copies and output-directory protocol
  */
 #ifndef GPTQ_MODEL_INTERNAL_H
 #define GPTQ_MODEL_INTERNAL_H
@@ -164,6 +166,14 @@ int gptq__head_nll(gptq_ctx *ctx, const gptq_model *m, float *h, const int32_t *
 /* Final norm + lm_head: logits [n, vocab] (for tests against reference logits). */
 int gptq__head_logits(gptq_ctx *ctx, const gptq_model *m, float *h, int64_t n, float *logits);
 
+/* Inside layer_forward (attention.c): RoPE in place on q [n, n_heads * head_dim] and
+ * k [n, n_kv_heads * head_dim], n = nseq * seqlen; causal GQA attention of q, k, v
+ * into out [n, n_heads * head_dim]. */
+int gptq__rope_apply(gptq_ctx *ctx, const gptq__model_config *c, float *q, float *k,
+                     int64_t nseq, int64_t seqlen);
+int gptq__attention(gptq_ctx *ctx, const gptq__model_config *c, const float *q, const float *k,
+                    const float *v, int64_t nseq, int64_t seqlen, float *out);
+
 /* ---- CPython random (pyrandom.c) ---- */
 
 typedef struct gptq__pyrandom {
@@ -175,5 +185,26 @@ typedef struct gptq__pyrandom {
 void gptq__pyrandom_seed(gptq__pyrandom *r, uint64_t seed);
 /* random.randint(a, b), a <= b, b - a < 2^32. */
 int64_t gptq__pyrandom_randint(gptq__pyrandom *r, int64_t a, int64_t b);
+
+/* ---- saving (save.c; the small files in save_config.c) ---- */
+
+/* config.json in `dir`: m's config with torch_dtype "float16" and, for format
+ * GPTQ_FORMAT_V1 or _V2, quantization_config for `bits`-bit weights, then
+ * quantize_config.json with the same dictionary; format 0 (a float16 checkpoint) drops
+ * quantization_config and writes no quantize_config.json. */
+int gptq__save_configs(gptq_ctx *ctx, const gptq_model *m, const char *dir, int32_t format,
+                       int32_t bits);
+/* model.safetensors.index.json: tensor names[i] is stored in files[i]. */
+int gptq__save_index(gptq_ctx *ctx, const char *dir, int64_t count, const char *const *names,
+                     const char *const *files, uint64_t total_size);
+/* Copy the tokenizer and generation files that m->dir has into `dir`. */
+int gptq__save_copy_tokenizer(gptq_ctx *ctx, const gptq_model *m, const char *dir);
+/* The output directory protocol: begin checks `dir` (exists without force, or is or
+ * holds the model's own directory) and makes an empty temporary directory *tmp beside it; end,
+ * given the status of writing into it, renames it to `dir` (replacing an old one only
+ * with force) or removes it, frees tmp and returns the final status. */
+int gptq__save_dir_begin(gptq_ctx *ctx, const gptq_model *m, const char *dir, int32_t force,
+                         char **tmp);
+int gptq__save_dir_end(gptq_ctx *ctx, char *tmp, const char *dir, int32_t force, int status);
 
 #endif /* GPTQ_MODEL_INTERNAL_H */

@@ -1,0 +1,399 @@
+/*
+ * The Llama-family forward pass in float32, over batches of equal-length sequences. It
+ * mirrors Hugging Face transformers' modeling_llama.py (Mistral and Qwen2 are the same
+ * layer, Qwen2 with q/k/v biases):
+ *
+ *     LlamaDecoderLayer.forward   h += o(attn(rope(q(n1)), rope(k(n1)), v(n1)))
+ *                                 h += down(silu(gate(n2)) * up(n2))
+ *                                 with n1 = input_layernorm(h), n2 = post_attention_layernorm(h)
+ *     LlamaRMSNorm.forward        weight * (x * rsqrt(mean(x^2) + eps)), in float32
+ *     apply_rotary_pos_emb        q * cos + rotate_half(q) * sin, pairs (j, j + head_dim/2)
+ *     eager attention             softmax(q k^T / sqrt(head_dim) + causal mask) v
+ *
+ * Every product and sum is rounded to float32 where the reference rounds (the build
+ * uses -ffp-contract=off), so results agree with the reference to float32 summation
+ * order. Linears over all nseq * seqlen rows at once go through SGEMM (or
+ * gptq_dequant_matmul for quantized ones); RoPE tables and causal attention live in
+ * attention.c. Element-wise passes run on the context's threads.
+ */
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+#include "model.h"
+
+/* Logits computed per SGEMM call by the head: bounds the scratch to 64 MiB. */
+#define HEAD_CHUNK_FLOATS ((int64_t)16 << 20)
+/* Activations of one pure forward call (no captures) are computed through a scratch of
+ * at most this size (or one sequence), 64 MiB. */
+#define LAYER_SCRATCH_FLOATS ((int64_t)16 << 20)
+/* Rows per CBLAS call: its dimensions are int. */
+#define BLAS_MAX_ROWS ((int64_t)1 << 30)
+
+static int32_t ctx_threads(const gptq_ctx *ctx)
+{
+    return ctx && ctx->threads > 0 ? ctx->threads : 1;
+}
+
+/* Rows per thread so that each thread gets at least ~64k elements of work. */
+static int64_t min_rows(int64_t width)
+{
+    return width >= 65536 ? 1 : 65536 / (width > 0 ? width : 1);
+}
+
+/* ---- element-wise passes ---------------------------------------------------------- */
+
+typedef struct ew_job {
+    const float *x;   /* rms_norm input */
+    float *y;         /* rms_norm output (may equal x); silu: gate in, result out */
+    const float *w;   /* rms_norm weight; silu: up */
+    int64_t width;
+    float eps;
+} ew_job;
+
+/* LlamaRMSNorm.forward: variance = x.pow(2).mean(-1) in float32, x * rsqrt(variance +
+ * eps), then weight * that. The mean is accumulated in double and rounded once (torch
+ * sums float32 pairwise: both are within an ulp of the exact mean); rsqrt is 1 / sqrt
+ * in float32, as ATen's vectorised rsqrt computes it. y may alias x. */
+static void rms_rows(void *arg, int64_t r0, int64_t r1)
+{
+    const ew_job *jb = arg;
+    const int64_t d = jb->width;
+
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = jb->x + r * d;
+        float *y = jb->y + r * d;
+        double ss = 0.0;
+        float var, inv;
+        for (int64_t j = 0; j < d; j++)
+            ss += (double)x[j] * (double)x[j];
+        var = (float)(ss / (double)d);
+        inv = 1.0f / sqrtf(var + jb->eps);
+        for (int64_t j = 0; j < d; j++)
+            y[j] = jb->w[j] * (x[j] * inv);
+    }
+}
+
+static void rms_norm(const gptq_ctx *ctx, const float *x, const float *w, int64_t n,
+                     int64_t width, double eps, float *y)
+{
+    ew_job jb = {.x = x, .y = y, .w = w, .width = width, .eps = (float)eps};
+    gptq__parallel_for(ctx_threads(ctx), n, min_rows(width), rms_rows, &jb);
+}
+
+/* LlamaMLP.forward's act_fn(gate) * up with act_fn = SiLU, torch's x / (1 + exp(-x))
+ * in float32; the result replaces the gate values. */
+static void silu_rows(void *arg, int64_t r0, int64_t r1)
+{
+    const ew_job *jb = arg;
+    const int64_t d = jb->width;
+
+    for (int64_t r = r0; r < r1; r++) {
+        float *g = jb->y + r * d;
+        const float *u = jb->w + r * d;
+        for (int64_t j = 0; j < d; j++)
+            g[j] = (g[j] / (1.0f + expf(-g[j]))) * u[j];
+    }
+}
+
+static void add_rows(void *arg, int64_t r0, int64_t r1)
+{
+    const ew_job *jb = arg;
+    const int64_t d = jb->width;
+
+    for (int64_t i = r0 * d; i < r1 * d; i++)
+        jb->y[i] += jb->x[i];
+}
+
+/* y += x over n rows (the residual connections). */
+static void add_into(const gptq_ctx *ctx, float *y, const float *x, int64_t n, int64_t width)
+{
+    ew_job jb = {.x = x, .y = y, .width = width};
+    gptq__parallel_for(ctx_threads(ctx), n, min_rows(width), add_rows, &jb);
+}
+
+/* ---- linears ---------------------------------------------------------------------- */
+
+/* y[n, out] = x[n, in] * W[out, in]^T through CBLAS (row-major, B transposed). */
+static int sgemm_nt(gptq_ctx *ctx, const float *x, int64_t n, int64_t in, const float *w,
+                    int64_t out, float *y)
+{
+    if (in > INT_MAX || out > INT_MAX)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
+                         "linear of %lld x %lld exceeds the BLAS's int dimensions",
+                         (long long)out, (long long)in);
+    for (int64_t r0 = 0; r0 < n; r0 += BLAS_MAX_ROWS) {
+        const int64_t nr = n - r0 < BLAS_MAX_ROWS ? n - r0 : BLAS_MAX_ROWS;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)out, (int)in, 1.0f,
+                    x + r0 * in, (int)in, w, (int)in, 0.0f, y + r0 * out, (int)out);
+    }
+    return GPTQ_OK;
+}
+
+int gptq__linear_apply(gptq_ctx *ctx, const gptq__linear *l, const float *x, int64_t n, float *y)
+{
+    if (!l || !x || !y || n < 1)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INTERNAL, "linear_apply: bad arguments (n = %lld)",
+                         (long long)n);
+    if (l->quantized)
+        return gptq_dequant_matmul(ctx, &l->packed, x, n, l->bias, y);
+    if (!l->w)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INTERNAL, "linear_apply: %lld x %lld weights not loaded",
+                         (long long)l->out, (long long)l->in);
+    GPTQ_TRY(sgemm_nt(ctx, x, n, l->in, l->w, l->out, y));
+    /* F.linear adds the bias to the product (addmm). */
+    if (l->bias)
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t o = 0; o < l->out; o++)
+                y[r * l->out + o] += l->bias[o];
+    return GPTQ_OK;
+}
+
+/* ---- decoder layer ---------------------------------------------------------------- */
+
+static int check_linear(gptq_ctx *ctx, const gptq__layer *L, int32_t which, int64_t out,
+                        int64_t in)
+{
+    const gptq__linear *l = &L->lin[which];
+    if (l->out != out || l->in != in)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_SHAPE, "%s is %lld x %lld, the config says %lld x %lld",
+                         gptq__lin_names[which], (long long)l->out, (long long)l->in,
+                         (long long)out, (long long)in);
+    if (!l->quantized && !l->w)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INTERNAL, "%s: layer not loaded", gptq__lin_names[which]);
+    return GPTQ_OK;
+}
+
+static int check_layer(gptq_ctx *ctx, const gptq__model_config *c, const gptq__layer *L)
+{
+    const int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+
+    if (!L->loaded || !L->input_norm || !L->post_norm)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INTERNAL, "layer_forward: layer not loaded");
+    if (c->n_heads < 1 || c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads != 0 ||
+        c->head_dim < 2 || c->head_dim % 2 != 0)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
+                         "layer_forward: %lld heads, %lld kv heads, head_dim %lld",
+                         (long long)c->n_heads, (long long)c->n_kv_heads,
+                         (long long)c->head_dim);
+    GPTQ_TRY(check_linear(ctx, L, GPTQ_LIN_Q, qd, c->hidden));
+    GPTQ_TRY(check_linear(ctx, L, GPTQ_LIN_K, kvd, c->hidden));
+    GPTQ_TRY(check_linear(ctx, L, GPTQ_LIN_V, kvd, c->hidden));
+    GPTQ_TRY(check_linear(ctx, L, GPTQ_LIN_O, c->hidden, qd));
+    GPTQ_TRY(check_linear(ctx, L, GPTQ_LIN_GATE, c->inter, c->hidden));
+    GPTQ_TRY(check_linear(ctx, L, GPTQ_LIN_UP, c->inter, c->hidden));
+    return check_linear(ctx, L, GPTQ_LIN_DOWN, c->hidden, c->inter);
+}
+
+/* Capture, then tell the caller whether to stop here (1), go on (0) or fail (< 0). */
+static int capture_at(gptq__capture_fn capture, void *user, int32_t point, int32_t stop_after,
+                      const float *x, int64_t nseq, int64_t seqlen, int64_t width)
+{
+    if (capture) {
+        int rc = capture(user, point, x, nseq, seqlen, width);
+        if (rc != GPTQ_OK)
+            return rc < 0 ? rc : GPTQ_ERR_INTERNAL;
+    }
+    return stop_after == point ? 1 : 0;
+}
+
+/* The layer body once scratch exists: xn [n, hidden] holds normed states and the
+ * outputs of o/down; `big` holds q, k, v and the attention output, later gate and up
+ * (the attention buffers are dead by then). */
+static int layer_body(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L, float *h,
+                      int64_t nseq, int64_t seqlen, gptq__capture_fn capture, void *user,
+                      int32_t stop_after, float *xn, float *big)
+{
+    const gptq__model_config *c = &m->cfg;
+    const int64_t n = nseq * seqlen, hid = c->hidden, inter = c->inter;
+    const int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    float *q = big, *k = q + n * qd, *v = k + n * kvd, *att = v + n * kvd;
+    float *gate = big, *up = big + n * inter;
+    ew_job jb;
+    int rc;
+
+    rms_norm(ctx, h, L->input_norm, n, hid, c->rms_eps, xn);
+    if ((rc = capture_at(capture, user, GPTQ_CAP_ATTN_IN, stop_after, xn, nseq, seqlen, hid)))
+        return rc < 0 ? rc : GPTQ_OK;
+    GPTQ_TRY(gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_Q], xn, n, q));
+    GPTQ_TRY(gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_K], xn, n, k));
+    GPTQ_TRY(gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_V], xn, n, v));
+    GPTQ_TRY(gptq__rope_apply(ctx, c, q, k, nseq, seqlen));
+    GPTQ_TRY(gptq__attention(ctx, c, q, k, v, nseq, seqlen, att));
+    if ((rc = capture_at(capture, user, GPTQ_CAP_O_IN, stop_after, att, nseq, seqlen, qd)))
+        return rc < 0 ? rc : GPTQ_OK;
+    GPTQ_TRY(gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_O], att, n, xn));
+    add_into(ctx, h, xn, n, hid);
+
+    rms_norm(ctx, h, L->post_norm, n, hid, c->rms_eps, xn);
+    if ((rc = capture_at(capture, user, GPTQ_CAP_MLP_IN, stop_after, xn, nseq, seqlen, hid)))
+        return rc < 0 ? rc : GPTQ_OK;
+    GPTQ_TRY(gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_GATE], xn, n, gate));
+    GPTQ_TRY(gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_UP], xn, n, up));
+    jb = (ew_job){.y = gate, .w = up, .width = inter};
+    gptq__parallel_for(ctx_threads(ctx), n, min_rows(inter), silu_rows, &jb);
+    if ((rc = capture_at(capture, user, GPTQ_CAP_DOWN_IN, stop_after, gate, nseq, seqlen,
+                         inter)))
+        return rc < 0 ? rc : GPTQ_OK;
+    GPTQ_TRY(gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_DOWN], gate, n, xn));
+    add_into(ctx, h, xn, n, hid);
+    return GPTQ_OK;
+}
+
+int gptq__layer_forward(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L, float *h,
+                        int64_t nseq, int64_t seqlen, gptq__capture_fn capture, void *user,
+                        int32_t stop_after)
+{
+    const gptq__model_config *c;
+    int64_t row_floats, sub;
+    size_t rows, bytes;
+    float *xn;
+    int rc = GPTQ_OK;
+
+    if (!m || !L || !h || nseq < 1 || seqlen < 1 || stop_after < 0 ||
+        stop_after > GPTQ_CAP_COUNT)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INTERNAL,
+                         "layer_forward: bad arguments (nseq %lld, seqlen %lld, stop_after %d)",
+                         (long long)nseq, (long long)seqlen, (int)stop_after);
+    c = &m->cfg;
+    GPTQ_TRY(check_layer(ctx, c, L));
+    /* Per row: the normed states, then the larger of q, k, v and the attention output
+     * or gate and up. */
+    row_floats = 2 * (c->n_heads + c->n_kv_heads) * c->head_dim;
+    row_floats = c->hidden + (row_floats > 2 * c->inter ? row_floats : 2 * c->inter);
+    /* Captures see the whole batch at once. Without them, whole sequences go through
+     * one bounded scratch in turn: the same result, and the scratch pages are touched
+     * (and faulted in) once instead of once per row. */
+    sub = nseq;
+    if (!capture && stop_after == GPTQ_CAP_COUNT) {
+        sub = LAYER_SCRATCH_FLOATS / (row_floats * seqlen);
+        sub = sub < 1 ? 1 : sub > nseq ? nseq : sub;
+    }
+    if (gptq__mul_size(&rows, sub, seqlen) != 0 ||
+        gptq__mul3_size(&bytes, (int64_t)rows, row_floats, sizeof(float)) != 0)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_OUT_OF_MEMORY,
+                         "layer_forward: %lld sequences of %lld tokens do not fit in memory",
+                         (long long)nseq, (long long)seqlen);
+    xn = gptq__alloc(ctx, bytes, "layer_forward activations");
+    if (!xn)
+        return GPTQ_ERR_OUT_OF_MEMORY;
+    for (int64_t s0 = 0; s0 < nseq && rc == GPTQ_OK; s0 += sub) {
+        const int64_t ns = nseq - s0 < sub ? nseq - s0 : sub;
+        rc = layer_body(ctx, m, L, h + s0 * seqlen * c->hidden, ns, seqlen, capture, user,
+                        stop_after, xn, xn + ns * seqlen * c->hidden);
+    }
+    gptq__free(xn);
+    return rc;
+}
+
+/* ---- embedding and head ----------------------------------------------------------- */
+
+int gptq__embed(gptq_ctx *ctx, const gptq_model *m, const int32_t *ids, int64_t n, float *h)
+{
+    const int64_t d = m->cfg.hidden;
+
+    for (int64_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= m->cfg.vocab)
+            return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT,
+                             "token id %d at position %lld is outside the vocabulary (%lld)",
+                             (int)ids[i], (long long)i, (long long)m->cfg.vocab);
+        memcpy(h + i * d, m->embed + (int64_t)ids[i] * d, (size_t)d * sizeof(float));
+    }
+    return GPTQ_OK;
+}
+
+/* The output projection: lm_head, or the embedding when the two are tied. */
+static const float *head_weights(const gptq_model *m)
+{
+    return m->lm_head ? m->lm_head : m->embed;
+}
+
+int gptq__head_logits(gptq_ctx *ctx, const gptq_model *m, float *h, int64_t n, float *logits)
+{
+    if (!m || !h || !logits || n < 1 || !m->norm || !head_weights(m))
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INTERNAL, "head_logits: bad arguments");
+    /* LlamaModel.forward ends with self.norm; LlamaForCausalLM then applies lm_head. */
+    rms_norm(ctx, h, m->norm, n, m->cfg.hidden, m->cfg.rms_eps, h);
+    return sgemm_nt(ctx, h, n, m->cfg.hidden, head_weights(m), m->cfg.vocab, logits);
+}
+
+typedef struct nll_job {
+    const float *logits;    /* [rows, vocab] of this chunk */
+    const int32_t *ids;     /* all ids of the call */
+    int64_t row0, seqlen, vocab;
+    double *nll;            /* [rows]: NLL of the next token, 0 for last positions */
+} nll_job;
+
+/* CrossEntropyLoss of logits[t] against ids[t + 1]: log-softmax with the maximum
+ * subtracted (torch's log_softmax), exp in float32 as torch does, the sum of exps and
+ * the log in double. */
+static void nll_rows(void *arg, int64_t r0, int64_t r1)
+{
+    const nll_job *jb = arg;
+
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t g = jb->row0 + r;
+        const float *l = jb->logits + r * jb->vocab;
+        float mx = l[0];
+        double sum = 0.0;
+        if (g % jb->seqlen == jb->seqlen - 1) {
+            jb->nll[r] = 0.0;
+            continue;
+        }
+        for (int64_t j = 1; j < jb->vocab; j++)
+            mx = l[j] > mx ? l[j] : mx;
+        for (int64_t j = 0; j < jb->vocab; j++)
+            sum += (double)expf(l[j] - mx);
+        jb->nll[r] = log(sum) - (double)(l[jb->ids[g + 1]] - mx);
+    }
+}
+
+int gptq__head_nll(gptq_ctx *ctx, const gptq_model *m, float *h, const int32_t *ids,
+                   int64_t nseq, int64_t seqlen, double *nll_sum, int64_t *count)
+{
+    const int64_t vocab = m->cfg.vocab, hid = m->cfg.hidden;
+    int64_t n, chunk;
+    size_t rows;
+    float *logits;
+    double *nll;
+    nll_job jb;
+    int rc = GPTQ_OK;
+
+    if (!h || !ids || !nll_sum || !count || nseq < 1 || seqlen < 1 || !m->norm ||
+        !head_weights(m) || gptq__mul_size(&rows, nseq, seqlen) != 0)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INTERNAL, "head_nll: bad arguments");
+    n = nseq * seqlen;
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= vocab)
+            return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT,
+                             "token id %d at position %lld is outside the vocabulary (%lld)",
+                             (int)ids[i], (long long)i, (long long)vocab);
+    chunk = HEAD_CHUNK_FLOATS / vocab;
+    chunk = chunk < 1 ? 1 : chunk > n ? n : chunk;
+    logits = gptq__alloc(ctx, (size_t)(chunk * vocab) * sizeof(float), "head_nll logits");
+    nll = gptq__alloc(ctx, (size_t)chunk * sizeof(double), "head_nll row losses");
+    if (!logits || !nll) {
+        gptq__free(logits);
+        gptq__free(nll);
+        return GPTQ_ERR_OUT_OF_MEMORY;
+    }
+    rms_norm(ctx, h, m->norm, n, hid, m->cfg.rms_eps, h);
+    jb = (nll_job){.logits = logits, .ids = ids, .seqlen = seqlen, .vocab = vocab, .nll = nll};
+    for (int64_t r0 = 0; r0 < n && rc == GPTQ_OK; r0 += chunk) {
+        const int64_t nr = n - r0 < chunk ? n - r0 : chunk;
+        rc = sgemm_nt(ctx, h + r0 * hid, nr, hid, head_weights(m), vocab, logits);
+        if (rc != GPTQ_OK)
+            break;
+        jb.row0 = r0;
+        gptq__parallel_for(ctx_threads(ctx), nr, min_rows(vocab), nll_rows, &jb);
+        /* Summed in row order: the total does not depend on the thread count. */
+        for (int64_t r = 0; r < nr; r++)
+            *nll_sum += nll[r];
+    }
+    if (rc == GPTQ_OK)
+        *count += nseq * (seqlen - 1);
+    gptq__free(nll);
+    gptq__free(logits);
+    return rc;
+}
