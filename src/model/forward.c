@@ -287,6 +287,88 @@ int gptq__layer_forward(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L
     return rc;
 }
 
+/* ---- the layer in stages, for the GPTQ pipeline ------------------------------------ */
+
+int gptq__layer_stage(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L, int32_t stage,
+                      float *h, float *stash, int64_t nseq, int64_t seqlen,
+                      gptq__capture_fn capture, void *user)
+{
+    const gptq__model_config *c = &m->cfg;
+    const int64_t n = nseq * seqlen, hid = c->hidden, inter = c->inter;
+    const int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    int64_t width = hid;
+    size_t floats;
+    float *xn, *extra = NULL;
+    int rc = GPTQ_OK;
+
+    if (stage < 0 || stage > 4 || !h || !stash || nseq < 1 || seqlen < 1)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INTERNAL, "layer_stage: bad arguments (stage %d)",
+                         (int)stage);
+    GPTQ_TRY(check_layer(ctx, c, L));
+    if (stage == 1)
+        width = hid + qd + 2 * kvd;
+    else if (stage == 3)
+        width = hid + inter;
+    if (gptq__mul3_size(&floats, n, width, 1) != 0 || floats > SIZE_MAX / sizeof(float))
+        return GPTQ_FAIL(ctx, GPTQ_ERR_OUT_OF_MEMORY, "layer_stage: batch too large");
+    xn = gptq__alloc(ctx, floats * sizeof(float), "layer_stage activations");
+    if (!xn)
+        return GPTQ_ERR_OUT_OF_MEMORY;
+    extra = xn + n * hid;
+    switch (stage) {
+    case 0: /* -> the input of q, k, v */
+        rms_norm(ctx, h, L->input_norm, n, hid, c->rms_eps, xn);
+        rc = capture ? capture(user, GPTQ_CAP_ATTN_IN, xn, nseq, seqlen, hid) : GPTQ_OK;
+        break;
+    case 1: { /* -> the attention output, kept in stash [n, qd] */
+        float *q = extra, *k = q + n * qd, *v = k + n * kvd;
+        rms_norm(ctx, h, L->input_norm, n, hid, c->rms_eps, xn);
+        rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_Q], xn, n, q);
+        if (rc == GPTQ_OK)
+            rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_K], xn, n, k);
+        if (rc == GPTQ_OK)
+            rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_V], xn, n, v);
+        if (rc == GPTQ_OK)
+            rc = gptq__rope_apply(ctx, c, q, k, nseq, seqlen);
+        if (rc == GPTQ_OK)
+            rc = gptq__attention(ctx, c, q, k, v, nseq, seqlen, stash);
+        if (rc == GPTQ_OK && capture)
+            rc = capture(user, GPTQ_CAP_O_IN, stash, nseq, seqlen, qd);
+        break;
+    }
+    case 2: /* residual += o(attention); -> the input of gate, up */
+        rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_O], stash, n, xn);
+        if (rc == GPTQ_OK) {
+            add_into(ctx, h, xn, n, hid);
+            rms_norm(ctx, h, L->post_norm, n, hid, c->rms_eps, xn);
+            rc = capture ? capture(user, GPTQ_CAP_MLP_IN, xn, nseq, seqlen, hid) : GPTQ_OK;
+        }
+        break;
+    case 3: { /* -> silu(gate) * up, kept in stash [n, inter] */
+        ew_job jb;
+        rms_norm(ctx, h, L->post_norm, n, hid, c->rms_eps, xn);
+        rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_GATE], xn, n, stash);
+        if (rc == GPTQ_OK)
+            rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_UP], xn, n, extra);
+        if (rc == GPTQ_OK) {
+            jb = (ew_job){.y = stash, .w = extra, .width = inter};
+            gptq__parallel_for(ctx_threads(ctx), n, min_rows(inter), silu_rows, &jb);
+            rc = capture ? capture(user, GPTQ_CAP_DOWN_IN, stash, nseq, seqlen, inter) : GPTQ_OK;
+        }
+        break;
+    }
+    default: /* residual += down(stash): the layer's output */
+        rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_DOWN], stash, n, xn);
+        if (rc == GPTQ_OK)
+            add_into(ctx, h, xn, n, hid);
+        break;
+    }
+    gptq__free(xn);
+    if (rc > 0)
+        rc = GPTQ_ERR_INTERNAL;
+    return rc;
+}
+
 /* ---- embedding and head ----------------------------------------------------------- */
 
 int gptq__embed(gptq_ctx *ctx, const gptq_model *m, const int32_t *ids, int64_t n, float *h)

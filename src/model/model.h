@@ -150,6 +150,19 @@ int gptq__layer_forward(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L
                         int64_t nseq, int64_t seqlen, gptq__capture_fn capture, void *user,
                         int32_t stop_after);
 
+/* The same layer in five stages, for the GPTQ pipeline, which quantizes between them and
+ * so computes every part of the layer once (the references re-run the whole layer for
+ * each true-sequential subset; the values are the same):
+ *   0: capture ATTN_IN (normed h)
+ *   1: attention output with q/k/v as they are now -> stash [n, q width]; capture O_IN
+ *   2: h += o(stash); capture MLP_IN (normed h)
+ *   3: silu(gate) * up -> stash [n, intermediate]; capture DOWN_IN
+ *   4: h += down(stash): h is the layer's output
+ * h [nseq * seqlen, hidden] is the residual stream, updated in stages 2 and 4. */
+int gptq__layer_stage(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L, int32_t stage,
+                      float *h, float *stash, int64_t nseq, int64_t seqlen,
+                      gptq__capture_fn capture, void *user);
+
 /* y[n, out] = x[n, in] * W^T + b for a resident linear (float: SGEMM; quantized:
  * gptq_dequant_matmul). */
 int gptq__linear_apply(gptq_ctx *ctx, const gptq__linear *l, const float *x, int64_t n, float *y);

@@ -12,6 +12,11 @@
  *       quantize each linear of the subset; later passes use its dequantized weights
  *     run the whole quantized layer: its outputs are the next layer's inputs
  *
+ * The references re-run the layer from its input for every subset. Here the layer runs
+ * in stages (gptq__layer_stage) that keep the activation the next stage needs, so each
+ * part of the layer is computed once, with the same values; when that activation does
+ * not fit STASH_BYTES, the layer is re-run per subset as the references do.
+ *
  * The running layer uses the float32 Q of its quantized linears (the references use
  * the layer's weight, Q cast to the model dtype: float32 here). Once a layer is done its
  * linears keep only the packed tensors, which evaluation and saving read. On any
@@ -39,6 +44,10 @@ typedef struct pipeline {
     int64_t nsamples;
     float *inps;          /* [sum of lengths, hidden]: inputs of the current layer */
     float *work;          /* scratch of the same size as the largest batch */
+    float *stash;         /* [sum of lengths, stash_width]: attention output, later
+                           * silu(gate) * up, between the stages of a layer (NULL: the
+                           * layer is re-run for each subset instead) */
+    int64_t stash_width;
     int64_t max_batch_tokens;
     gptq_hessian *hs[GPTQ_CAP_COUNT]; /* the Hessian each capture point feeds, or NULL */
     int32_t step, num_steps;
@@ -48,6 +57,8 @@ typedef struct pipeline {
 /* Bound on the hidden states of one forward batch; the forward pass's own scratch
  * (attention scores, MLP activations) scales with it. */
 #define BATCH_BYTES ((size_t)64 << 20)
+/* Bound on the stage activations kept across a layer's passes (see run_stage). */
+#define STASH_BYTES ((double)((size_t)4 << 30))
 
 static int build_samples(pipeline *p, const gptq_tokens *calib)
 {
@@ -148,6 +159,21 @@ static int run_layer(pipeline *p, const gptq__layer *L, int capture, int32_t poi
         }
         GPTQ_TRY(gptq__layer_forward(p->ctx, p->m, L, h, n, len, capture ? on_capture : NULL, p,
                                      capture ? point : GPTQ_CAP_COUNT));
+        off += n * len;
+        s0 = s1;
+    }
+    return GPTQ_OK;
+}
+
+/* One stage of the current layer over all samples (true-sequential with a stash). */
+static int run_stage(pipeline *p, const gptq__layer *L, int32_t stage)
+{
+    const int64_t hidden = p->m->cfg.hidden;
+    int64_t off = 0;
+    for (int64_t s0 = 0; s0 < p->nsamples;) {
+        const int64_t s1 = batch_end(p, s0), len = p->samples[s0].len, n = s1 - s0;
+        GPTQ_TRY(gptq__layer_stage(p->ctx, p->m, L, stage, p->inps + off * hidden,
+                                   p->stash + off * p->stash_width, n, len, on_capture, p));
         off += n * len;
         s0 = s1;
     }
@@ -273,7 +299,9 @@ static int quantize_layer(pipeline *p, int64_t i)
     if (rc == GPTQ_OK && !ts)
         rc = run_layer(p, L, 1, GPTQ_CAP_COUNT);
     for (int s = 0; rc == GPTQ_OK && s < 4; s++) {
-        if (ts) {
+        if (ts && p->stash) {
+            rc = run_stage(p, L, s); /* stage s ends at subset s's input */
+        } else if (ts) {
             gptq_hessian *keep = p->hs[s];
             gptq_hessian *saved[GPTQ_CAP_COUNT];
             memcpy(saved, p->hs, sizeof saved);
@@ -292,7 +320,8 @@ static int quantize_layer(pipeline *p, int64_t i)
         p->hs[s] = NULL;
     }
     if (rc == GPTQ_OK)
-        rc = run_layer(p, L, 0, GPTQ_CAP_COUNT); /* the next layer's inputs */
+        rc = ts && p->stash ? run_stage(p, L, 4)                /* the next layer's inputs */
+                            : run_layer(p, L, 0, GPTQ_CAP_COUNT);
     if (rc == GPTQ_OK)
         rc = report(p, i, "", NULL, 0.0);
     if (rc != GPTQ_OK) {
@@ -389,6 +418,19 @@ int gptq_model_quantize(gptq_ctx *ctx, gptq_model *m, const gptq_tokens *calib,
                         : NULL;
         rc = p.work ? GPTQ_OK : GPTQ_ERR_OUT_OF_MEMORY;
     }
+    if (rc == GPTQ_OK && opts->true_sequential) {
+        /* Every part of a layer computed once needs one more activation per token; when
+         * that does not fit STASH_BYTES, the layer is re-run per subset instead. */
+        const int64_t qd = m->cfg.n_heads * m->cfg.head_dim;
+        p.stash_width = qd > m->cfg.inter ? qd : m->cfg.inter;
+        if ((double)total * (double)p.stash_width * sizeof(float) <= (double)STASH_BYTES)
+            p.stash = gptq__alloc(ctx, sizeof(float) * (size_t)(total * p.stash_width),
+                                  "stage activations");
+        if (!p.stash) { /* optional: fall back quietly */
+            ctx->last_status = GPTQ_OK;
+            ctx->last_error[0] = '\0';
+        }
+    }
     for (int64_t s = 0; rc == GPTQ_OK && s < p.nsamples; s++)
         rc = gptq__embed(ctx, m, p.samples[s].ids, p.samples[s].len,
                          p.inps + sample_offset(&p, s) * m->cfg.hidden);
@@ -397,6 +439,7 @@ int gptq_model_quantize(gptq_ctx *ctx, gptq_model *m, const gptq_tokens *calib,
     gptq__free(p.samples);
     gptq__free(p.inps);
     gptq__free(p.work);
+    gptq__free(p.stash);
     if (rc != GPTQ_OK) {
         restore_float(m);
         return rc;
