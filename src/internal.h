@@ -32,6 +32,9 @@ struct gptq_ctx {
     } prof;
 };
 
+/* The process's umask (new files get 0666 & ~umask, directories 0777 & ~umask). */
+unsigned gptq__umask(void);
+
 /* Monotonic clock in seconds. */
 double gptq__now(void);
 

@@ -55,23 +55,6 @@ static void case_name(const char *path, char *buf, size_t size)
     buf[n] = '\0';
 }
 
-/* A JSON string literal: quotes, backslashes and control bytes escaped. Other bytes
- * go through unchanged (paths are whatever bytes the file system allows). */
-static void json_string(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 static void print_json(FILE *f, const gptq_cli_layer_args *a, const gptq_result *r,
                        const gptq_config *cfg, const gptq_cli_layer_run *run)
 {
@@ -85,11 +68,11 @@ static void print_json(FILE *f, const gptq_cli_layer_args *a, const gptq_result 
     gptq_cli_format_double(secs, sizeof secs, run->seconds);
     gptq_cli_format_double(hsecs, sizeof hsecs, run->hessian_seconds);
     fputs("{\"case\": ", f);
-    json_string(f, run->case_name);
+    gptq_cli_json_string(f, run->case_name);
     fputs(", \"input\": ", f);
-    json_string(f, a->input);
+    gptq_cli_json_string(f, a->input);
     fputs(", \"output\": ", f);
-    json_string(f, a->output);
+    gptq_cli_json_string(f, a->output);
     fprintf(f,
             ", \"out_features\": %lld, \"in_features\": %lld, \"ngroups\": %lld"
             ", \"codes_shape\": [%lld, %lld]"
@@ -108,7 +91,7 @@ static void print_json(FILE *f, const gptq_cli_layer_args *a, const gptq_result 
             gptq_cli_pack_name(a->pack_mode), loss, damp, damp_cfg,
             (long long)gptq_result_dead_columns(r), secs, hsecs,
             gptq_backend_name(run->backend));
-    json_string(f, gptq_version());
+    gptq_cli_json_string(f, gptq_version());
     fputs("}\n", f);
 }
 

@@ -5,6 +5,7 @@
  * milliseconds (one GPTQ block, one dequant-matmul).
  */
 #include <math.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,4 +146,20 @@ double gptq__now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+unsigned gptq__umask(void)
+{
+    /* umask() cannot be read without setting it (a process-wide race), so read it from
+     * /proc; assume 022 where that is missing. */
+    unsigned mask = 022;
+    char line[128];
+    FILE *f = fopen("/proc/self/status", "re");
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "Umask: %o", &mask) == 1)
+                break;
+        fclose(f);
+    }
+    return mask & 0777u;
 }

@@ -329,20 +329,10 @@ static int write_all(int fd, const void *buf, size_t len)
 }
 
 /* mkstemp creates files with mode 0600; a checkpoint should get the mode any other
- * new file gets, 0666 less the umask. umask() cannot be read without setting it (a
- * process-wide race), so read it from /proc and assume 022 where that is missing. */
+ * new file gets, 0666 less the umask. */
 static mode_t new_file_mode(void)
 {
-    unsigned mask = 022;
-    char line[128];
-    FILE *f = fopen("/proc/self/status", "re");
-    if (f) {
-        while (fgets(line, sizeof line, f))
-            if (sscanf(line, "Umask: %o", &mask) == 1)
-                break;
-        fclose(f);
-    }
-    return (mode_t)(0666 & ~mask);
+    return (mode_t)(0666u & ~gptq__umask());
 }
 
 /* After the rename, flush the directory entry too, so that a crash right after a

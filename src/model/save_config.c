@@ -298,20 +298,10 @@ static char *make_sibling(gptq_ctx *ctx, const char *dir, const char *suffix, in
 }
 
 /* mkdtemp makes 0700 directories; the output should get what mkdir gives, 0777 less
- * the umask. umask() cannot be read without setting it (a process-wide race), so read
- * it from /proc and assume 022 where that is missing. */
+ * the umask. */
 static void set_dir_mode(const char *path)
 {
-    unsigned mask = 022;
-    char line[128];
-    FILE *f = fopen("/proc/self/status", "re");
-    if (f) {
-        while (fgets(line, sizeof line, f))
-            if (sscanf(line, "Umask: %o", &mask) == 1)
-                break;
-        fclose(f);
-    }
-    (void)chmod(path, (mode_t)(0777 & ~mask));
+    (void)chmod(path, (mode_t)(0777u & ~gptq__umask()));
 }
 
 static void sync_dir(const char *path)
