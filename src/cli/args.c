@@ -361,3 +361,18 @@ int gptq_cli_layer_parse(int argc, char **argv, gptq_cli_layer_args *a)
     }
     return GPTQ_CLI_EXIT_OK;
 }
+
+void gptq_cli_stem(const char *s, char sep, const char *suffix, char *buf, size_t size)
+{
+    const char *base = strrchr(s, sep);
+    size_t n, k = strlen(suffix);
+
+    base = base != NULL ? base + 1 : s;
+    n = strlen(base);
+    if (n > k && strcmp(base + n - k, suffix) == 0)
+        n -= k;
+    if (n >= size)
+        n = size - 1;
+    memcpy(buf, base, n);
+    buf[n] = '\0';
+}

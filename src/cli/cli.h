@@ -172,6 +172,10 @@ int gptq_cli_sigint_install(void);
 void gptq_cli_sigint_restore(void);
 int gptq_cli_interrupted(void);
 
+/* The part of `s` after its last `sep`, without a trailing `suffix`, into buf
+ * ("dir/p01.safetensors", '/', ".safetensors" -> "p01"). */
+void gptq_cli_stem(const char *s, char sep, const char *suffix, char *buf, size_t size);
+
 /* Print "gptq: <fmt...>\n" on stderr. */
 void gptq_cli_error(const char *fmt, ...)
 #if defined(__GNUC__)

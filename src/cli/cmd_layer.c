@@ -39,22 +39,6 @@ static void log_to_stderr(void *user, int32_t level, const char *msg)
         fprintf(stderr, "gptq: warning: %s\n", msg);
 }
 
-/* "dir/p01_x.safetensors" -> "p01_x", in buf. */
-static void case_name(const char *path, char *buf, size_t size)
-{
-    const char *base = strrchr(path, '/');
-    size_t n;
-
-    base = base != NULL ? base + 1 : path;
-    n = strlen(base);
-    if (n > 12 && strcmp(base + n - 12, ".safetensors") == 0)
-        n -= 12;
-    if (n >= size)
-        n = size - 1;
-    memcpy(buf, base, n);
-    buf[n] = '\0';
-}
-
 static void print_json(FILE *f, const gptq_cli_layer_args *a, const gptq_result *r,
                        const gptq_config *cfg, const gptq_cli_layer_run *run)
 {
@@ -194,7 +178,7 @@ int gptq_cli_layer_main(int argc, char **argv)
 
     memset(&job, 0, sizeof job);
     memset(&run, 0, sizeof run);
-    case_name(a.input, name, sizeof name);
+    gptq_cli_stem(a.input, '/', ".safetensors", name, sizeof name);
     run.case_name = name;
     if (create_ctx(&a, &job.ctx) != 0)
         return GPTQ_CLI_EXIT_FAIL;

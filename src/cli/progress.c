@@ -191,23 +191,6 @@ static void draw_bar(gptq_cli_progress *p, const gptq_progress *pr)
 
 /* ---- per-layer summary ------------------------------------------------------------- */
 
-/* "self_attn.q_proj" -> "q", "mlp.down_proj" -> "down": the last component without
- * its "_proj"; other names are printed whole. */
-static void short_name(const char *name, char *buf, size_t size)
-{
-    const char *s = strrchr(name, '.');
-    size_t n;
-
-    s = s != NULL ? s + 1 : name;
-    n = strlen(s);
-    if (n > 5 && strcmp(s + n - 5, "_proj") == 0)
-        n -= 5;
-    if (n >= size)
-        n = size - 1;
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-}
-
 static void print_layer(gptq_cli_progress *p, const gptq_progress *pr, double seconds)
 {
     double dmin = 0.0, dmax = 0.0;
@@ -217,7 +200,7 @@ static void print_layer(gptq_cli_progress *p, const gptq_progress *pr, double se
     for (i = p->layer_first; i < p->nmods; i++) {
         const gptq_cli_module_stat *m = &p->mods[i];
         char name[64];
-        short_name(m->name, name, sizeof name);
+        gptq_cli_stem(m->name, '.', "_proj", name, sizeof name);
         fprintf(p->summary, " %s=%.4g", name, m->loss);
         if (i == p->layer_first || m->damp_percent < dmin)
             dmin = m->damp_percent;

@@ -123,14 +123,6 @@ static int64_t batch_end(const pipeline *p, int64_t s0)
     return s1;
 }
 
-static int64_t sample_offset(const pipeline *p, int64_t s)
-{
-    int64_t off = 0;
-    for (int64_t i = 0; i < s; i++)
-        off += p->samples[i].len;
-    return off;
-}
-
 /* Capture callback: every sequence of the batch is one add_batch call. */
 static int on_capture(void *user, int32_t point, const float *x, int64_t nseq, int64_t seqlen,
                       int64_t width)
@@ -431,9 +423,8 @@ int gptq_model_quantize(gptq_ctx *ctx, gptq_model *m, const gptq_tokens *calib,
             ctx->last_error[0] = '\0';
         }
     }
-    for (int64_t s = 0; rc == GPTQ_OK && s < p.nsamples; s++)
-        rc = gptq__embed(ctx, m, p.samples[s].ids, p.samples[s].len,
-                         p.inps + sample_offset(&p, s) * m->cfg.hidden);
+    for (int64_t s = 0, off = 0; rc == GPTQ_OK && s < p.nsamples; off += p.samples[s].len, s++)
+        rc = gptq__embed(ctx, m, p.samples[s].ids, p.samples[s].len, p.inps + off * m->cfg.hidden);
     for (int64_t i = 0; rc == GPTQ_OK && i < m->cfg.n_layers; i++)
         rc = quantize_layer(&p, i);
     gptq__free(p.samples);
