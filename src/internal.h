@@ -32,6 +32,15 @@ struct gptq_ctx {
     } prof;
 };
 
+/* Several copies of a hot loop, one per x86-64 level, picked at load time (GCC ifunc):
+ * for element-wise float code whose rounding does not depend on the vector width. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define GPTQ_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define GPTQ_MULTIVERSION
+#endif
+
 /* The process's umask (new files get 0666 & ~umask, directories 0777 & ~umask). */
 unsigned gptq__umask(void);
 

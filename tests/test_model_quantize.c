@@ -177,6 +177,7 @@ Test(model_quantize, stories260k_gptq_beats_rtn)
         o.config.group_size = -1;
         o.config.sym = 0;
         o.config.rtn = rtn;
+        o.quantize_odd_shapes = 1; /* all 35 linears, gate/up/down with padded packing */
         cr_assert_eq(gptq_model_quantize(ctx, m, calib, &o), GPTQ_OK, "%s", gptq_ctx_last_error(ctx));
         cr_assert_eq(gptq_model_eval(ctx, m, text, 256, &ev), GPTQ_OK, "%s", gptq_ctx_last_error(ctx));
         cr_assert_eq(ev.windows, 300);

@@ -665,6 +665,83 @@ Test(save, tied_embeddings_and_tokenizer)
     gptq_ctx_free(ctx);
 }
 
+/* gptq_model_quantize keeps linears whose shapes the common packing cannot hold
+ * (stories260K's gate/up with 172 outputs, down with 172 inputs) in float, and the
+ * checkpoint names them for other loaders; saved, they come back float. */
+Test(save, odd_shapes_stay_float)
+{
+    gptq_ctx *ctx = new_ctx();
+    gptq_model *m = open_model(ctx, STORIES), *back;
+    gptq_tokens *calib = NULL, *text = NULL;
+    gptq_quantize_options o;
+    gptq_eval_result e1 = {.struct_size = sizeof e1}, e2 = {.struct_size = sizeof e2};
+    json_t *config, *q, *blocks, *dynamic;
+    char dir[512];
+    ckpt c;
+
+    cr_assert_eq(gptq_tokens_load(ctx, STORIES "/calib_ids.json", GPTQ_TOKENS_IDS, &calib), GPTQ_OK);
+    cr_assert_eq(gptq_tokens_load(ctx, STORIES "/eval_ids.json", GPTQ_TOKENS_IDS, &text), GPTQ_OK);
+    gptq_quantize_options_init(&o);
+    o.nsamples = 16;
+    o.seqlen = 128;
+    o.config.group_size = 32;
+    cr_assert_eq(gptq_model_quantize(ctx, m, calib, &o), GPTQ_OK, "%s", gptq_ctx_last_error(ctx));
+    cr_assert_eq(gptq_model_is_quantized(m), 1);
+    for (int64_t i = 0; i < m->cfg.n_layers; i++)
+        for (int j = 0; j < GPTQ_LIN_COUNT; j++)
+            cr_assert_eq(m->layers[i].lin[j].quantized, j < GPTQ_LIN_GATE, "layer %lld %s",
+                         (long long)i, gptq__lin_names[j]);
+    fresh("odd", "out", dir, sizeof dir);
+    warn_32 = 0;
+    cr_assert_eq(save(ctx, m, dir, GPTQ_FORMAT_V1, 0, 0), GPTQ_OK, "%s", gptq_ctx_last_error(ctx));
+    cr_assert_eq(warn_32, 0, "nothing is written with padded packing");
+    ckpt_open(ctx, dir, &c);
+    for (int64_t i = 0; i < m->cfg.n_layers; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "model.layers.%lld.mlp.gate_proj.weight", (long long)i);
+        expect_tensor(&c, name, GPTQ_DTYPE_F16, 172, 64, NULL);
+        snprintf(name, sizeof name, "model.layers.%lld.mlp.down_proj.weight", (long long)i);
+        expect_tensor(&c, name, GPTQ_DTYPE_F16, 64, 172, NULL);
+        snprintf(name, sizeof name, "model.layers.%lld.mlp.up_proj.qweight", (long long)i);
+        cr_assert(!ckpt_find(&c, name, NULL), "%s", name);
+        snprintf(name, sizeof name, "model.layers.%lld.self_attn.k_proj.qweight", (long long)i);
+        expect_tensor(&c, name, GPTQ_DTYPE_I32, 64 * 4 / 32, 32, NULL);
+    }
+    ckpt_close(&c);
+
+    config = load_json(dir, "config.json");
+    q = json_object_get(config, "quantization_config");
+    blocks = json_object_get(q, "modules_in_block_to_quantize");
+    cr_assert_eq(json_array_size(blocks), 2);
+    cr_assert_eq(json_array_size(json_array_get(blocks, 0)), 3);
+    cr_assert_str_eq(json_string_value(json_array_get(json_array_get(blocks, 0), 0)),
+                     "self_attn.q_proj");
+    cr_assert_str_eq(json_string_value(json_array_get(json_array_get(blocks, 1), 0)),
+                     "self_attn.o_proj");
+    dynamic = json_object_get(q, "dynamic");
+    cr_assert_eq(json_object_size(dynamic), 3);
+    cr_assert(json_is_object(json_object_get(dynamic, "-:model\\.layers\\.\\d+\\.mlp\\.gate_proj")));
+    cr_assert(json_is_object(json_object_get(dynamic, "-:model\\.layers\\.\\d+\\.mlp\\.down_proj")));
+    json_decref(config);
+    config = load_json(dir, "quantize_config.json");
+    cr_assert_eq(json_object_size(json_object_get(config, "dynamic")), 3);
+    json_decref(config);
+
+    /* Read back: the same model, the float16-stored float linears aside. */
+    back = open_model(ctx, dir);
+    cr_assert_eq(gptq_model_is_quantized(back), 1);
+    cr_assert_eq(gptq_model_eval(ctx, m, text, 256, &e1), GPTQ_OK, "%s", gptq_ctx_last_error(ctx));
+    cr_assert_eq(gptq_model_eval(ctx, back, text, 256, &e2), GPTQ_OK, "%s", gptq_ctx_last_error(ctx));
+    cr_assert_lt(fabs(e1.ppl / e2.ppl - 1), 1e-3, "ppl %.6f in memory, %.6f saved", e1.ppl, e2.ppl);
+    for (int j = 0; j < GPTQ_LIN_COUNT; j++)
+        cr_assert_eq(back->layers[0].lin[j].quantized, j < GPTQ_LIN_GATE, "%s", gptq__lin_names[j]);
+    gptq_model_free(back);
+    gptq_model_free(m);
+    gptq_tokens_free(calib);
+    gptq_tokens_free(text);
+    gptq_ctx_free(ctx);
+}
+
 /* ---- dequantized ------------------------------------------------------------------------ */
 
 Test(save, dequantized_float16)

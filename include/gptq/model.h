@@ -109,11 +109,19 @@ typedef struct gptq_quantize_options {
     int32_t true_sequential; /* 1 (default): [q,k,v] -> o -> [gate,up] -> down */
     gptq_progress_fn progress;
     void *progress_user;
+    /* Appended after the first layout: a caller's shorter struct reads it as 0. A linear whose in or
+     * out features are not multiples of 32 cannot be packed in the layout AutoGPTQ,
+     * GPTQModel and transformers read (they drop or refuse the tail). 0 (default): such
+     * linears stay float, are saved as float16 and are listed in quantization_config
+     * (modules_in_block_to_quantize, dynamic) so loaders keep them float; 1: quantize
+     * them anyway, saved with padded packing that only libgptq reads back. */
+    int32_t quantize_odd_shapes;
 } gptq_quantize_options;
 
 GPTQ_API void gptq_quantize_options_init(gptq_quantize_options *o);
 
-/* Quantize every decoder-layer linear (q, k, v, o, gate, up, down) with GPTQ.
+/* Quantize every decoder-layer linear (q, k, v, o, gate, up, down) with GPTQ (but see
+ * quantize_odd_shapes).
  * Calibration: with one sequence in `calib`, `nsamples` windows of `seqlen` tokens at
  * offsets drawn as the references do (Python's random.seed(seed), then
  * random.randint(0, N - seqlen - 1) per window, reproduced exactly); with several

@@ -54,6 +54,10 @@ void gptq_cli_quantize_usage(FILE *f)
         "  --no-true-sequential  one Hessian pass per layer instead of\n"
         "                        [q,k,v] -> o -> [gate,up] -> down\n"
         "  --rtn                 plain round-to-nearest (calibration is still run)\n"
+        "  --quantize-odd-shapes also quantize linears whose in/out features are not\n"
+        "                        multiples of 32 (padded packing: only libgptq loads\n"
+        "                        it); by default they stay float16 and are listed in\n"
+        "                        quantization_config so other loaders keep them float\n"
         "\n"
         "Output:\n"
         "  -o, --output DIR      output directory (written beside it, then renamed)\n"
@@ -96,7 +100,7 @@ enum {
     Q_CALIB = 256, Q_CALIB_FORMAT, Q_NSAMPLES, Q_SEQLEN, Q_SEED, Q_BITS, Q_GROUP_SIZE,
     Q_ACT_ORDER, Q_STATIC_GROUPS, Q_SYM, Q_ASYM, Q_DAMP, Q_BLOCK_SIZE, Q_NO_TRUE_SEQ,
     Q_FORMAT, Q_PACK, Q_RTN, Q_THREADS, Q_BACKEND, Q_MAX_SHARD, Q_FORCE, Q_JSON, Q_EVAL,
-    Q_EVAL_FORMAT, Q_EVAL_SEQLEN
+    Q_EVAL_FORMAT, Q_EVAL_SEQLEN, Q_ODD_SHAPES
 };
 
 static const struct option quantize_opts[] = {
@@ -119,6 +123,7 @@ static const struct option quantize_opts[] = {
     {"format", required_argument, NULL, Q_FORMAT},
     {"pack", required_argument, NULL, Q_PACK},
     {"rtn", no_argument, NULL, Q_RTN},
+    {"quantize-odd-shapes", no_argument, NULL, Q_ODD_SHAPES},
     {"threads", required_argument, NULL, Q_THREADS},
     {"backend", required_argument, NULL, Q_BACKEND},
     {"max-shard-size", required_argument, NULL, Q_MAX_SHARD},
@@ -294,6 +299,7 @@ static int apply(quantize_args *a, int c, const char *v)
     case Q_ASYM: cfg->sym = 0; break;
     case Q_NO_TRUE_SEQ: a->q.true_sequential = 0; break;
     case Q_RTN: cfg->rtn = 1; break;
+    case Q_ODD_SHAPES: a->q.quantize_odd_shapes = 1; break;
     case Q_FORCE: a->force = 1; break;
     case Q_JSON: a->json = 1; break;
     case 'q': a->quiet = 1; break;

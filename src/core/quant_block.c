@@ -26,12 +26,6 @@
 #define LANES 16
 #define MAX_BLOCK 512
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_ADDRESS__)
-#define GPTQ_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define GPTQ_MULTIVERSION
-#endif
 
 /* Group parameters for column c of rows [r, r + nl): set scale[]/zero[] lanes. */
 static void tile_params(const gptq_block_args *a, int64_t r, int nl, int64_t c, float *scale,

@@ -128,9 +128,9 @@ int gptq__rope_apply(gptq_ctx *ctx, const gptq__model_config *c, float *q, float
 /* ---- attention -------------------------------------------------------------------- */
 
 /* Queries per block and keys/channels per vector in the attention kernels: a block's
- * accumulators (4 x 8 floats) stay in registers. */
+ * accumulators (4 x 16 floats) stay in registers (4 zmm with AVX-512, 8 ymm with AVX2). */
 #define QB 4
-#define VW 8
+#define VW 16
 
 typedef struct attn_job {
     const float *q, *k, *v;  /* [n, n_heads * d], [n, n_kv * d], [n, n_kv * d] */
@@ -144,58 +144,52 @@ typedef struct attn_job {
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-/* Four floats that GCC and Clang keep in a vector register (SSE on baseline x86-64,
- * NEON on arm64); VW = 8 lanes are two of them. Plain float arrays get vectorised
- * across the summation axis instead, with shuffles several times slower. Element-wise
- * operations only, so every lane rounds exactly as scalar float32 code would. */
-typedef float vec4 __attribute__((vector_size(4 * sizeof(float))));
+/* VW floats as one GCC/Clang vector: one zmm register in the AVX-512 copy of a
+ * GPTQ_MULTIVERSION function, two ymm in the AVX2 one, four xmm (SSE) or NEON registers
+ * otherwise. Plain float arrays get vectorised across the summation axis instead, with
+ * shuffles several times slower. Element-wise operations only, so every lane rounds
+ * exactly as scalar float32 code would, whatever the copy. */
+typedef float vecw __attribute__((vector_size(VW * sizeof(float))));
 
-static inline vec4 load4(const float *p)
-{
-    vec4 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
+/* (A macro: a function returning vecw would change its ABI between the copies.) */
+#define LOADW(v, p) memcpy(&(v), (p), sizeof(vecw))
 
 /* Scores of queries q[b] (b < QB) against keys [0, jn): s[b][j] = sum_c q[b][c] K[j][c],
  * summed over c in order, VW keys at a time. */
+GPTQ_MULTIVERSION
 static void scores_block(const float *const q[QB], const float *kt, int64_t tp, int64_t d,
                          int64_t jn, float *s)
 {
     for (int64_t j0 = 0; j0 < jn; j0 += VW) {
-        vec4 lo[QB] = {{0.0f}}, hi[QB] = {{0.0f}};
+        vecw acc[QB] = {{0.0f}};
         for (int64_t c = 0; c < d; c++) {
-            const vec4 k0 = load4(kt + c * tp + j0), k1 = load4(kt + c * tp + j0 + 4);
-            for (int b = 0; b < QB; b++) {
-                lo[b] += q[b][c] * k0;
-                hi[b] += q[b][c] * k1;
-            }
+            vecw k;
+            LOADW(k, kt + c * tp + j0);
+            for (int b = 0; b < QB; b++)
+                acc[b] += q[b][c] * k;
         }
-        for (int b = 0; b < QB; b++) {
-            memcpy(s + b * tp + j0, &lo[b], sizeof lo[b]);
-            memcpy(s + b * tp + j0 + 4, &hi[b], sizeof hi[b]);
-        }
+        for (int b = 0; b < QB; b++)
+            memcpy(s + b * tp + j0, &acc[b], sizeof acc[b]);
     }
 }
 
 /* o[b][c] = sum_j p[b][j] V[j][c] for j < jn, summed over j in order, VW channels at a
  * time; V has dp (padded) channels per row. */
+GPTQ_MULTIVERSION
 static void values_block(const float *p, int64_t tp, const float *vp, int64_t dp, int64_t jn,
                          float *o, int64_t ow, int64_t d, int nb)
 {
     for (int64_t c0 = 0; c0 < dp; c0 += VW) {
-        vec4 lo[QB] = {{0.0f}}, hi[QB] = {{0.0f}};
+        vecw acc[QB] = {{0.0f}};
         float tmp[VW];
         for (int64_t j = 0; j < jn; j++) {
-            const vec4 v0 = load4(vp + j * dp + c0), v1 = load4(vp + j * dp + c0 + 4);
-            for (int b = 0; b < QB; b++) {
-                lo[b] += p[b * tp + j] * v0;
-                hi[b] += p[b * tp + j] * v1;
-            }
+            vecw v;
+            LOADW(v, vp + j * dp + c0);
+            for (int b = 0; b < QB; b++)
+                acc[b] += p[b * tp + j] * v;
         }
         for (int b = 0; b < nb; b++) {
-            memcpy(tmp, &lo[b], sizeof lo[b]);
-            memcpy(tmp + 4, &hi[b], sizeof hi[b]);
+            memcpy(tmp, &acc[b], sizeof acc[b]);
             for (int l = 0; l < VW && c0 + l < d; l++)
                 o[b * ow + c0 + l] = tmp[l];
         }

@@ -113,7 +113,8 @@ struct gptq_model {
     float *norm;          /* [hidden] */
     float *lm_head;       /* [vocab, hidden]; NULL when tied (use embed) */
     gptq__layer *layers;  /* [n_layers] */
-    int32_t quantized;    /* every decoder linear is quantized */
+    int32_t quantized;    /* a GPTQ model: its linears are packed, but for those kept
+                           * float (see gptq_quantize_options.quantize_odd_shapes) */
     gptq_config qcfg;     /* the configuration they were quantized with */
     int32_t true_sequential;
 };

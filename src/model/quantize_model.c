@@ -23,6 +23,7 @@
  * failure or cancellation every layer is put back to its float weights (which are
  * re-read from the memory-mapped files), so the model is left unquantized.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +52,21 @@ typedef struct pipeline {
     int64_t max_batch_tokens;
     gptq_hessian *hs[GPTQ_CAP_COUNT]; /* the Hessian each capture point feeds, or NULL */
     int32_t step, num_steps;
+    int32_t odd_shapes;   /* quantize_odd_shapes as read from the caller's struct */
     double t_start;
 } pipeline;
+
+/* The options' size before quantize_odd_shapes was appended. */
+#define QOPTS_FIRST_SIZE \
+    (offsetof(gptq_quantize_options, progress_user) + sizeof(void *))
+
+/* Whether linear l is quantized: its shape must fit the packing every loader reads
+ * (AutoGPTQ drops the tail of a dimension that is not a multiple of 32 and GPTQModel
+ * refuses it, FORMATS.md section 3.2) unless the caller asked for padded packing. */
+static int to_quantize(const pipeline *p, const gptq__linear *l)
+{
+    return p->odd_shapes || (l->out % 32 == 0 && l->in % 32 == 0);
+}
 
 /* Bound on the hidden states of one forward batch; the forward pass's own scratch
  * (attention scores, MLP activations) scales with it. */
@@ -304,7 +318,8 @@ static int quantize_layer(pipeline *p, int64_t i)
         }
         for (int c = 0; rc == GPTQ_OK && c < subsets[s].count; c++) {
             const int j = subsets[s].lins[c];
-            rc = quantize_linear(p, i, L, j, p->hs[s], &packed[j]);
+            if (to_quantize(p, &L->lin[j]))
+                rc = quantize_linear(p, i, L, j, p->hs[s], &packed[j]);
         }
     }
     for (int s = 0; s < 4; s++) {
@@ -321,9 +336,12 @@ static int quantize_layer(pipeline *p, int64_t i)
             free_packed(&packed[j]);
         return rc;
     }
-    /* The layer is done: its linears keep only their packed tensors. */
+    /* The layer is done: its quantized linears keep only their packed tensors; the
+     * others are read again from the model's files when needed. */
     for (int j = 0; j < GPTQ_LIN_COUNT; j++) {
         gptq__linear *l = &L->lin[j];
+        if (!packed[j].qweight)
+            continue;
         gptq__free(l->w);
         l->w = NULL;
         l->packed = packed[j];
@@ -378,7 +396,7 @@ int gptq_model_quantize(gptq_ctx *ctx, gptq_model *m, const gptq_tokens *calib,
         gptq_quantize_options_init(&defaults);
         opts = &defaults;
     }
-    if (opts->struct_size < sizeof *opts)
+    if (opts->struct_size < QOPTS_FIRST_SIZE)
         return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT,
                          "gptq_quantize_options.struct_size is too small; call "
                          "gptq_quantize_options_init()");
@@ -392,8 +410,22 @@ int gptq_model_quantize(gptq_ctx *ctx, gptq_model *m, const gptq_tokens *calib,
     p.ctx = ctx;
     p.m = m;
     p.o = opts;
+    p.odd_shapes = opts->struct_size >= offsetof(gptq_quantize_options, quantize_odd_shapes) +
+                                            sizeof opts->quantize_odd_shapes
+                       ? opts->quantize_odd_shapes != 0
+                       : 0;
     p.t_start = gptq__now();
-    p.num_steps = (int32_t)(m->cfg.n_layers * GPTQ_LIN_COUNT);
+    for (int j = 0; j < GPTQ_LIN_COUNT; j++) {
+        const gptq__linear *l = &m->layers[0].lin[j];
+        if (to_quantize(&p, l))
+            p.num_steps += (int32_t)m->cfg.n_layers;
+        else
+            gptq__log(ctx, GPTQ_LOG_WARN,
+                      "%s (%lld x %lld): in/out features not multiples of 32, kept in float "
+                      "in every layer (quantize_odd_shapes quantizes it with padded packing "
+                      "that only libgptq reads)",
+                      gptq__lin_names[j], (long long)l->out, (long long)l->in);
+    }
     rc = build_samples(&p, calib);
     for (int64_t s = 0; rc == GPTQ_OK && s < p.nsamples; s++) {
         total += p.samples[s].len;

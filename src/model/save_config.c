@@ -131,6 +131,82 @@ static json_t *quant_dict(const gptq_model *m, int32_t format, int32_t bits)
                      "uri", "https://github.com/libgptq/libgptq");
 }
 
+/* The true-sequential subsets, as modules_in_block_to_quantize lists them. */
+static const int lin_subsets[4][4] = {
+    {GPTQ_LIN_Q, GPTQ_LIN_K, GPTQ_LIN_V, -1},
+    {GPTQ_LIN_O, -1},
+    {GPTQ_LIN_GATE, GPTQ_LIN_UP, -1},
+    {GPTQ_LIN_DOWN, -1},
+};
+
+/* Add a pattern for a float module to GPTQModel's `dynamic` (vLLM reads it too):
+ * "-:REGEX" means "do not quantize a module whose name REGEX matches from its start". */
+static int add_skip(json_t *dynamic, const char *layer, const char *name)
+{
+    char key[160], *o = key;
+    o += sprintf(o, "-:model\\.layers\\.%s\\.", layer);
+    for (const char *c = name; *c && o < key + sizeof key - 3; c++) {
+        if (*c == '.')
+            *o++ = '\\';
+        *o++ = *c;
+    }
+    *o = '\0';
+    return json_object_set_new(dynamic, key, json_object());
+}
+
+/* Linears kept in float (gptq_quantize_options.quantize_odd_shapes, or a checkpoint
+ * that had them): name them so that loaders do not expect packed tensors for them.
+ * transformers/optimum read modules_in_block_to_quantize (module name suffixes), vLLM
+ * and GPTQModel read dynamic. A kind that is float in only some layers cannot be said
+ * with the first; those are listed per layer in dynamic only. 0 or -1 (out of memory). */
+static int describe_float_linears(const gptq_model *m, json_t *q)
+{
+    int64_t nfloat[GPTQ_LIN_COUNT] = {0};
+    int any = 0, partial = 0, bad = 0;
+    json_t *dynamic, *blocks;
+    char layer[24];
+
+    for (int64_t i = 0; i < m->cfg.n_layers; i++)
+        for (int j = 0; j < GPTQ_LIN_COUNT; j++)
+            nfloat[j] += !m->layers[i].lin[j].quantized;
+    for (int j = 0; j < GPTQ_LIN_COUNT; j++) {
+        any |= nfloat[j] > 0;
+        partial |= nfloat[j] > 0 && nfloat[j] < m->cfg.n_layers;
+    }
+    if (!any)
+        return 0;
+    dynamic = json_object();
+    blocks = partial ? NULL : json_array();
+    bad = !dynamic || (!partial && !blocks);
+    for (int s = 0; s < 4 && !bad; s++) {
+        json_t *sub = json_array();
+        bad = !sub;
+        for (int c = 0; !bad && lin_subsets[s][c] >= 0; c++) {
+            const int j = lin_subsets[s][c];
+            if (nfloat[j] == 0)
+                bad = json_array_append_new(sub, json_string(gptq__lin_names[j])) != 0;
+            else if (nfloat[j] == m->cfg.n_layers)
+                bad = add_skip(dynamic, "\\d+", gptq__lin_names[j]) != 0;
+            else
+                for (int64_t i = 0; i < m->cfg.n_layers && !bad; i++)
+                    if (!m->layers[i].lin[j].quantized) {
+                        snprintf(layer, sizeof layer, "%lld", (long long)i);
+                        bad = add_skip(dynamic, layer, gptq__lin_names[j]) != 0;
+                    }
+        }
+        if (!bad && blocks && json_array_size(sub) > 0)
+            bad = json_array_append(blocks, sub) != 0;
+        json_decref(sub);
+    }
+    if (!bad && blocks)
+        bad = json_object_set(q, "modules_in_block_to_quantize", blocks) != 0;
+    if (!bad)
+        bad = json_object_set(q, "dynamic", dynamic) != 0;
+    json_decref(blocks);
+    json_decref(dynamic);
+    return bad ? -1 : 0;
+}
+
 int gptq__save_configs(gptq_ctx *ctx, const gptq_model *m, const char *dir, int32_t format,
                        int32_t bits)
 {
@@ -156,7 +232,8 @@ int gptq__save_configs(gptq_ctx *ctx, const gptq_model *m, const char *dir, int3
         json_object_del(config, "quantization_config"); /* a dequantized GPTQ source */
     } else {
         qdict = quant_dict(m, format, bits);
-        bad |= !qdict || json_object_set(config, "quantization_config", qdict);
+        bad |= !qdict || describe_float_linears(m, qdict) != 0 ||
+               json_object_set(config, "quantization_config", qdict);
     }
     if (bad)
         rc = GPTQ_FAIL(ctx, GPTQ_ERR_OUT_OF_MEMORY, "out of memory building config.json");
