@@ -41,6 +41,13 @@ struct gptq_ctx {
 #define GPTQ_MULTIVERSION
 #endif
 
+/* Tell the kernel that the bytes [data, data + n) of a tensor of `st` will not be read
+ * again soon: for a memory-mapped file, its whole pages leave the process's resident set
+ * (they stay in the page cache; a later read faults them back in, unchanged). Does
+ * nothing for an image held in memory. */
+struct gptq_safetensors;
+void gptq__safetensors_release(const struct gptq_safetensors *st, const void *data, size_t n);
+
 /* The process's umask (new files get 0666 & ~umask, directories 0777 & ~umask). */
 unsigned gptq__umask(void);
 

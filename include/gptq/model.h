@@ -178,6 +178,46 @@ typedef struct gptq_eval_result {
 GPTQ_API int gptq_model_eval(gptq_ctx *ctx, gptq_model *m, const gptq_tokens *text,
                              int64_t seqlen, gptq_eval_result *out);
 
+/* ---- generation ------------------------------------------------------------------ */
+
+/* Called with each new token as soon as it is chosen; return non-zero to stop. */
+typedef int (*gptq_token_fn)(void *user, int32_t token);
+
+typedef struct gptq_generate_options {
+    uint32_t struct_size;
+    int64_t max_tokens;     /* new tokens at most (default 128) */
+    double temperature;     /* 0 (default): greedy, the most likely token (the lowest id
+                             * on a tie); > 0: drawn from softmax(logits / temperature) */
+    int32_t top_k;          /* with temperature > 0: draw among the k most likely only
+                             * (0, the default: all) */
+    uint64_t seed;          /* of the draws (default 0): same seed, same text */
+    int32_t stop_at_eos;    /* 1 (default): stop after config.json's eos_token_id */
+    gptq_token_fn on_token; /* may be NULL */
+    void *user;
+} gptq_generate_options;
+
+GPTQ_API void gptq_generate_options_init(gptq_generate_options *o);
+
+typedef struct gptq_generate_result {
+    uint32_t struct_size;   /* set by the caller: sizeof(gptq_generate_result) */
+    int64_t prompt_tokens;
+    int64_t new_tokens;
+    double prefill_seconds; /* the prompt, in one pass */
+    double decode_seconds;  /* the new tokens, one pass each (the first one's included) */
+} gptq_generate_result;
+
+/* Continue `prompt` (n_prompt >= 1 token ids) with up to max_tokens new tokens, using a
+ * key/value cache: the prompt runs in one pass, then one pass per new token. Float and
+ * quantized models alike (quantized linears through the library's dequantizing matmul).
+ * The new tokens go to out[0 .. ) (at most out_cap of them; out may be NULL with
+ * out_cap 0 when on_token collects them) and their count to result->new_tokens.
+ * Positions are limited to config.json's max_position_embeddings.
+ * Errors: INVALID_ARGUMENT (ids >= vocab, prompt + max_tokens past the positions, bad
+ * options), OUT_OF_MEMORY. A stop asked by on_token is not an error. */
+GPTQ_API int gptq_model_generate(gptq_ctx *ctx, gptq_model *m, const int32_t *prompt,
+                                 int64_t n_prompt, const gptq_generate_options *opts,
+                                 int32_t *out, int64_t out_cap, gptq_generate_result *result);
+
 #ifdef __cplusplus
 }
 #endif

@@ -70,16 +70,18 @@ void gptq_cli_layer_usage(FILE *f);
 /* `gptq layer ...`: returns the process exit status. */
 int gptq_cli_layer_main(int argc, char **argv);
 
-/* ---- whole-model commands: quantize, eval, dequantize (gptq/model.h) -------------- */
+/* ---- whole-model commands: quantize, eval, dequantize, generate (gptq/model.h) ----- */
 
 void gptq_cli_quantize_usage(FILE *f);
 void gptq_cli_eval_usage(FILE *f);
 void gptq_cli_dequantize_usage(FILE *f);
+void gptq_cli_generate_usage(FILE *f);
 
 /* `gptq quantize|eval|dequantize ...`: return the process exit status. */
 int gptq_cli_quantize_main(int argc, char **argv);
 int gptq_cli_eval_main(int argc, char **argv);
 int gptq_cli_dequantize_main(int argc, char **argv);
+int gptq_cli_generate_main(int argc, char **argv);
 
 /* What the three model commands share (defined in cmd_eval.c).
  *

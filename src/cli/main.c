@@ -26,6 +26,8 @@ static const command commands[] = {
      gptq_cli_eval_main, gptq_cli_eval_usage},
     {"dequantize", "write a GPTQ checkpoint back as a float16 checkpoint",
      gptq_cli_dequantize_main, gptq_cli_dequantize_usage},
+    {"generate", "continue a prompt with a model (float or GPTQ), tokens/s at the end",
+     gptq_cli_generate_main, gptq_cli_generate_usage},
     {"layer", "quantize one linear layer stored in a safetensors file", gptq_cli_layer_main,
      gptq_cli_layer_usage},
 };

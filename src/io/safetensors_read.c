@@ -368,6 +368,19 @@ int gptq_safetensors_open(gptq_ctx *ctx, const char *path, gptq_safetensors **ou
     return finish_open(ctx, st, out);
 }
 
+void gptq__safetensors_release(const gptq_safetensors *st, const void *data, size_t n)
+{
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)data, b = a + n;
+
+    if (!st || !st->mapped || !data || page == 0 || (uintptr_t)-1 == page)
+        return;
+    a = (a + page - 1) / page * page; /* whole pages only */
+    b = b / page * page;
+    if (b > a)
+        (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 int gptq_safetensors_open_memory(gptq_ctx *ctx, const void *data, size_t size,
                                  gptq_safetensors **out)
 {

@@ -89,8 +89,9 @@ static void rope_rows(void *arg, int64_t r0, int64_t r1)
     }
 }
 
-int gptq__rope_apply(gptq_ctx *ctx, const gptq__model_config *c, float *q, float *k,
-                     int64_t nseq, int64_t seqlen)
+/* Positions pos0 .. pos0 + seqlen - 1 for each of nseq sequences. */
+static int rope_at(gptq_ctx *ctx, const gptq__model_config *c, float *q, float *k,
+                   int64_t nseq, int64_t seqlen, int64_t pos0)
 {
     const int64_t half = c->head_dim / 2, n = nseq * seqlen;
     float *tab, *inv, *cs, *sn;
@@ -106,7 +107,7 @@ int gptq__rope_apply(gptq_ctx *ctx, const gptq__model_config *c, float *q, float
     for (int64_t p = 0; p < seqlen; p++) {
         /* position_ids.float() (/ factor for linear scaling), times inv_freq in float32;
          * cos and sin of that float32 angle, rounded once. */
-        float pos = (float)p;
+        float pos = (float)(pos0 + p);
         if (c->rope_type == GPTQ_ROPE_LINEAR)
             pos = pos / (float)c->rope_factor;
         for (int64_t j = 0; j < half; j++) {
@@ -123,6 +124,18 @@ int gptq__rope_apply(gptq_ctx *ctx, const gptq__model_config *c, float *q, float
     gptq__parallel_for(ctx_threads(ctx), n, 256, rope_rows, &jb);
     gptq__free(tab);
     return GPTQ_OK;
+}
+
+int gptq__rope_apply(gptq_ctx *ctx, const gptq__model_config *c, float *q, float *k,
+                     int64_t nseq, int64_t seqlen)
+{
+    return rope_at(ctx, c, q, k, nseq, seqlen, 0);
+}
+
+int gptq__rope_apply_at(gptq_ctx *ctx, const gptq__model_config *c, float *q, float *k,
+                        int64_t n, int64_t pos0)
+{
+    return rope_at(ctx, c, q, k, 1, n, pos0);
 }
 
 /* ---- attention -------------------------------------------------------------------- */
@@ -292,5 +305,82 @@ int gptq__attention(gptq_ctx *ctx, const gptq__model_config *c, const float *q, 
         return GPTQ_ERR_OUT_OF_MEMORY;
     gptq__parallel_for((int32_t)jb.parts, jb.parts, 1, attn_parts, &jb);
     gptq__free(jb.scratch);
+    return GPTQ_OK;
+}
+
+/* ---- attention over a KV cache (generation) ---------------------------------------- */
+
+typedef struct cached_job {
+    const float *q;          /* [n, heads * d] */
+    const float *kc, *vc;    /* [pos0 + n, kv_heads * d] */
+    float *out;              /* [n, heads * d] */
+    int64_t n, pos0, heads, kv_heads, d;
+    float sqrt_d;
+    float *scores;           /* per head: [pos0 + n] */
+} cached_job;
+
+/* Heads [h0, h1) for every new query: the same arithmetic as attend() (scores summed
+ * over channels in order, / sqrt(d), max-subtracted softmax with the sum in double,
+ * then p v summed over keys in order), so a cached step gives the values a full pass
+ * gives, up to the BLAS's rounding of the linears around it. */
+static void cached_heads(void *arg, int64_t h0, int64_t h1)
+{
+    const cached_job *jb = arg;
+    const int64_t d = jb->d, qw = jb->heads * d, kw = jb->kv_heads * d;
+
+    for (int64_t hd = h0; hd < h1; hd++) {
+        const int64_t kvh = hd / (jb->heads / jb->kv_heads);
+        float *s = jb->scores + hd * (jb->pos0 + jb->n);
+        for (int64_t i = 0; i < jb->n; i++) {
+            const float *q = jb->q + i * qw + hd * d;
+            const int64_t last = jb->pos0 + i;
+            float mx = -INFINITY, inv_sum;
+            double sum = 0.0;
+            float *o = jb->out + i * qw + hd * d;
+            for (int64_t j = 0; j <= last; j++) {
+                const float *kr = jb->kc + j * kw + kvh * d;
+                float acc = 0.0f;
+                for (int64_t c = 0; c < d; c++)
+                    acc += q[c] * kr[c];
+                s[j] = acc / jb->sqrt_d;
+                mx = s[j] > mx ? s[j] : mx;
+            }
+            for (int64_t j = 0; j <= last; j++) {
+                s[j] = expf(s[j] - mx);
+                sum += (double)s[j];
+            }
+            inv_sum = (float)(1.0 / sum);
+            for (int64_t c = 0; c < d; c++)
+                o[c] = 0.0f;
+            for (int64_t j = 0; j <= last; j++) {
+                const float p = s[j] * inv_sum;
+                const float *vr = jb->vc + j * kw + kvh * d;
+                for (int64_t c = 0; c < d; c++)
+                    o[c] += p * vr[c];
+            }
+        }
+    }
+}
+
+int gptq__attention_cached(gptq_ctx *ctx, const gptq__model_config *c, const float *q,
+                           const float *kc, const float *vc, int64_t n, int64_t pos0,
+                           float *out)
+{
+    cached_job jb = {.q = q, .kc = kc, .vc = vc, .out = out, .n = n, .pos0 = pos0,
+                     .heads = c->n_heads, .kv_heads = c->n_kv_heads, .d = c->head_dim,
+                     .sqrt_d = (float)sqrt((double)c->head_dim)};
+    size_t bytes;
+
+    if (gptq__mul3_size(&bytes, c->n_heads, pos0 + n, sizeof(float)) != 0)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_OUT_OF_MEMORY, "attention over %lld tokens is too large",
+                         (long long)(pos0 + n));
+    jb.scores = gptq__alloc(ctx, bytes, "attention scores");
+    if (!jb.scores)
+        return GPTQ_ERR_OUT_OF_MEMORY;
+    /* Heads per thread: enough keys x queries to be worth a thread. */
+    gptq__parallel_for(ctx_threads(ctx), c->n_heads,
+                       (pos0 + n) * n * c->head_dim >= 65536 ? 1 : c->n_heads,
+                       cached_heads, &jb);
+    gptq__free(jb.scores);
     return GPTQ_OK;
 }

@@ -287,6 +287,65 @@ int gptq__layer_forward(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L
     return rc;
 }
 
+/* ---- one sequence step by step, with a KV cache (generation) ----------------------- */
+
+int gptq__layer_decode(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L, float *h,
+                       int64_t n, int64_t pos0, float *kc, float *vc)
+{
+    const gptq__model_config *c;
+    int64_t hid, inter, qd, kvd;
+    float *xn, *q, *att, *gate, *up;
+    size_t floats;
+    int rc;
+
+    if (!m || !L || !h || !kc || !vc || n < 1 || pos0 < 0)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INTERNAL, "layer_decode: bad arguments");
+    c = &m->cfg;
+    GPTQ_TRY(check_layer(ctx, c, L));
+    hid = c->hidden;
+    inter = c->inter;
+    qd = c->n_heads * c->head_dim;
+    kvd = c->n_kv_heads * c->head_dim;
+    /* xn [n, hid], then q and the attention output [n, qd] each, or gate and up. */
+    floats = (size_t)(n * (hid + (2 * qd > 2 * inter ? 2 * qd : 2 * inter)));
+    xn = gptq__alloc(ctx, floats * sizeof(float), "decode activations");
+    if (!xn)
+        return GPTQ_ERR_OUT_OF_MEMORY;
+    q = xn + n * hid;
+    att = q + n * qd;
+    gate = q;
+    up = gate + n * inter;
+
+    rms_norm(ctx, h, L->input_norm, n, hid, c->rms_eps, xn);
+    rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_Q], xn, n, q);
+    if (rc == GPTQ_OK) /* k and v straight into their cache rows */
+        rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_K], xn, n, kc + pos0 * kvd);
+    if (rc == GPTQ_OK)
+        rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_V], xn, n, vc + pos0 * kvd);
+    if (rc == GPTQ_OK)
+        rc = gptq__rope_apply_at(ctx, c, q, kc + pos0 * kvd, n, pos0);
+    if (rc == GPTQ_OK)
+        rc = gptq__attention_cached(ctx, c, q, kc, vc, n, pos0, att);
+    if (rc == GPTQ_OK)
+        rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_O], att, n, xn);
+    if (rc == GPTQ_OK) {
+        add_into(ctx, h, xn, n, hid);
+        rms_norm(ctx, h, L->post_norm, n, hid, c->rms_eps, xn);
+        rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_GATE], xn, n, gate);
+    }
+    if (rc == GPTQ_OK)
+        rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_UP], xn, n, up);
+    if (rc == GPTQ_OK) {
+        ew_job jb = {.y = gate, .w = up, .width = inter};
+        gptq__parallel_for(ctx_threads(ctx), n, min_rows(inter), silu_rows, &jb);
+        rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_DOWN], gate, n, xn);
+    }
+    if (rc == GPTQ_OK)
+        add_into(ctx, h, xn, n, hid);
+    gptq__free(xn);
+    return rc;
+}
+
 /* ---- the layer in stages, for the GPTQ pipeline ------------------------------------ */
 
 int gptq__layer_stage(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L, int32_t stage,

@@ -187,6 +187,21 @@ int gptq__rope_apply(gptq_ctx *ctx, const gptq__model_config *c, float *q, float
                      int64_t nseq, int64_t seqlen);
 int gptq__attention(gptq_ctx *ctx, const gptq__model_config *c, const float *q, const float *k,
                     const float *v, int64_t nseq, int64_t seqlen, float *out);
+/* For generation: RoPE at positions pos0 .. pos0 + n - 1 of one sequence; attention of
+ * n new queries (positions pos0 ..) over a KV cache kc/vc [pos0 + n, n_kv_heads *
+ * head_dim] that already holds their own keys and values. */
+int gptq__rope_apply_at(gptq_ctx *ctx, const gptq__model_config *c, float *q, float *k,
+                        int64_t n, int64_t pos0);
+int gptq__attention_cached(gptq_ctx *ctx, const gptq__model_config *c, const float *q,
+                           const float *kc, const float *vc, int64_t n, int64_t pos0,
+                           float *out);
+
+/* Decoder layer L on n new tokens of one sequence at positions pos0 .. pos0 + n - 1,
+ * in place on h [n, hidden]; their keys and values are written into rows pos0 .. of the
+ * layer's cache kc/vc [capacity, n_kv_heads * head_dim] and attention reads rows
+ * 0 .. pos0 + n - 1 of it. */
+int gptq__layer_decode(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L, float *h,
+                       int64_t n, int64_t pos0, float *kc, float *vc);
 
 /* ---- CPython random (pyrandom.c) ---- */
 

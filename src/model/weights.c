@@ -293,8 +293,12 @@ int gptq__weights_read_f32(gptq_ctx *ctx, const gptq__weights *w, const char *na
     GPTQ_TRY(check_shape(ctx, file, &info, ndim, shape));
     if (!dst)
         return GPTQ_OK;
-    /* The reader converts with memcpy per element: tensor data need not be aligned. */
-    return gptq_safetensors_read_f32(ctx, w->st[e->file], name, dst, (size_t)info.numel);
+    /* The reader converts with memcpy per element: tensor data need not be aligned.
+     * The converted copy is what the model keeps: the mapped bytes leave the resident
+     * set, which so holds one layer at a time however large the files are. */
+    GPTQ_TRY(gptq_safetensors_read_f32(ctx, w->st[e->file], name, dst, (size_t)info.numel));
+    gptq__safetensors_release(w->st[e->file], info.data, info.nbytes);
+    return GPTQ_OK;
 }
 
 /* As read_f32: dst NULL only checks. I32 also accepts U32 (same bits): producers store
@@ -313,7 +317,9 @@ int gptq__weights_read_raw(gptq_ctx *ctx, const gptq__weights *w, const char *na
                          "%s: tensor '%.200s' has dtype %s; %s is expected", file, name,
                          gptq_dtype_name(info.dtype), gptq_dtype_name(dtype));
     GPTQ_TRY(check_shape(ctx, file, &info, ndim, shape));
-    if (dst && info.nbytes > 0)
+    if (dst && info.nbytes > 0) {
         memcpy(dst, info.data, info.nbytes);
+        gptq__safetensors_release(w->st[e->file], info.data, info.nbytes);
+    }
     return GPTQ_OK;
 }

@@ -111,14 +111,14 @@ FLOAT_PPL=3.245078   # tiny-llama-bytes/README.md, eval.txt, seqlen 256
 STORIES_PPL=3.605434 # stories260K/README.md, eval_ids.json
 
 # ---- help ---------------------------------------------------------------------------
-for cmd in quantize eval dequantize; do
+for cmd in quantize eval dequantize generate; do
     run 0 "gptq $cmd --help" "$cmd" --help
     if grep -q "^Usage: gptq $cmd" "$TMP/stdout"; then pass "$cmd --help prints its usage"
     else fail "$cmd --help prints its usage"; fi
     run 0 "gptq help $cmd" help "$cmd"
 done
 run 0 "gptq --help" --help
-for cmd in quantize eval dequantize; do
+for cmd in quantize eval dequantize generate; do
     if grep -q "^  $cmd " "$TMP/stdout"; then pass "gptq --help lists $cmd"
     else fail "gptq --help lists $cmd"; fi
 done
@@ -331,6 +331,47 @@ if [ -d "$S" ] && run 0 "quantize --force --quiet --rtn over an existing output"
     if grep -q quantization_config "$S/config.json"; then pass "--force wrote a checkpoint"
     else fail "--force: no checkpoint"; fi
 fi
+
+# ---- generate: float and GPTQ, bytes and llama2.c pieces, --json, bad usage ------------
+if run 0 "generate with the float tiny model" generate "$TINY" --prompt "In the beginning" \
+    --max-tokens 40; then
+    if [ "$(head -c 16 "$TMP/stdout")" = "In the beginning" ] &&
+        [ "$(wc -c <"$TMP/stdout")" -eq 57 ]; then
+        pass "generate: the prompt, then 40 bytes and a newline"
+    else
+        fail "generate output: $(cat "$TMP/stdout")"
+    fi
+    stderr_has "40 tokens in" "generate: tokens/s on stderr"
+fi
+if [ -d "$Q" ] && run 0 "generate with the 4-bit checkpoint, --json" generate "$Q" \
+    --prompt "And God said" --max-tokens 24 --temperature 0.7 --top-k 20 --seed 5 --json; then
+    if [ "$have_python" = yes ] && "$PY" -c '
+import json, sys
+o = json.load(open(sys.argv[1]))
+assert o["prompt_tokens"] == 12 and o["new_tokens"] == 24 and len(o["tokens"]) == 24, o
+assert o["text"] == "".join(chr(t) for t in o["tokens"]), o
+assert o["tokens_per_second"] > 0 and o["decode_seconds"] > 0, o
+' "$TMP/stdout" >"$TMP/py.out" 2>&1; then
+        pass "generate --json: tokens, text, speed"
+    elif [ "$have_python" = yes ]; then
+        fail "generate --json: $(cat "$TMP/py.out") $(cat "$TMP/stdout")"
+    fi
+fi
+if run 0 "generate with stories260K from ids" generate "$STORIES" --prompt-ids "1, 403" \
+    --max-tokens 30; then
+    if grep -q "^Once upon a time" "$TMP/stdout"; then
+        pass "generate: llama2.c pieces decoded ('Once upon a time...')"
+    else
+        fail "generate stories output: $(cat "$TMP/stdout")"
+    fi
+fi
+run 2 "generate: text prompt for a non-byte vocabulary" generate "$STORIES" --prompt "Once" &&
+    stderr_has "--prompt-ids" "generate: says to give --prompt-ids"
+run 2 "generate: no prompt" generate "$TINY"
+run 2 "generate: both prompts" generate "$TINY" --prompt a --prompt-ids 1
+run 2 "generate: bad ids" generate "$TINY" --prompt-ids "1,x"
+run 1 "generate: past max_position_embeddings" generate "$TINY" --prompt a --max-tokens 600 &&
+    stderr_has "max_position_embeddings" "generate: names the limit"
 
 # ---- Ctrl-C: exit 1, "gptq: cancelled", nothing written ------------------------------
 # The signal is sent once the first layer's summary line is out, so it lands while
