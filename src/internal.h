@@ -30,7 +30,23 @@ struct gptq_ctx {
     struct {
         double blas_s, gemm_s, factor_s, block_s;
     } prof;
+    /* Scratch kept between calls (gptq__scratch): big activation buffers that a forward
+     * pass would otherwise allocate, fault in and zero once per layer and batch. */
+    struct {
+        void *p;
+        size_t bytes;
+    } scratch[2];
 };
+
+/* The two scratch slots; a slot serves one caller at a time. */
+enum { GPTQ_SCRATCH_LAYER = 0, GPTQ_SCRATCH_HEAD = 1 };
+
+/* A buffer of at least `bytes` from the context's slot, kept (and grown) across calls
+ * until gptq__scratch_release; NULL with OUT_OF_MEMORY recorded on failure. Do not
+ * gptq__free it. */
+void *gptq__scratch(gptq_ctx *ctx, int slot, size_t bytes, const char *what);
+/* Free every slot (at the end of a whole-model operation, and in gptq_ctx_free). */
+void gptq__scratch_release(gptq_ctx *ctx);
 
 /* Several copies of a hot loop, one per x86-64 level, picked at load time (GCC ifunc):
  * for element-wise float code whose rounding does not depend on the vector width. */

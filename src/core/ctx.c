@@ -193,6 +193,7 @@ void gptq_ctx_free(gptq_ctx *ctx)
         ctx->backend->fini(ctx->backend_state);
     if (ctx->cuda_module)
         gptq__cuda_backend_close(ctx->cuda_module);
+    gptq__scratch_release(ctx);
     free(ctx);
 }
 

@@ -69,6 +69,32 @@ void *gptq__calloc(gptq_ctx *ctx, size_t bytes, const char *what)
 
 void gptq__free(void *p) { free(p); }
 
+void *gptq__scratch(gptq_ctx *ctx, int slot, size_t bytes, const char *what)
+{
+    if (!ctx || slot < 0 || slot >= (int)(sizeof ctx->scratch / sizeof ctx->scratch[0]))
+        return gptq__alloc(ctx, bytes, what); /* cannot happen in the library */
+    if (ctx->scratch[slot].bytes < bytes) {
+        gptq__free(ctx->scratch[slot].p);
+        ctx->scratch[slot].bytes = 0;
+        ctx->scratch[slot].p = gptq__alloc(ctx, bytes, what);
+        if (!ctx->scratch[slot].p)
+            return NULL;
+        ctx->scratch[slot].bytes = bytes;
+    }
+    return ctx->scratch[slot].p;
+}
+
+void gptq__scratch_release(gptq_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    for (size_t i = 0; i < sizeof ctx->scratch / sizeof ctx->scratch[0]; i++) {
+        gptq__free(ctx->scratch[i].p);
+        ctx->scratch[i].p = NULL;
+        ctx->scratch[i].bytes = 0;
+    }
+}
+
 int gptq__all_finite(const float *x, size_t n)
 {
     /* Branch-free accumulation in 16 lanes so the compiler vectorises it; x - x is NaN

@@ -10,6 +10,9 @@
  *     x' = x * cos + rotate_half(x) * sin               apply_rotary_pos_emb
  *     p = softmax(q k^T / sqrt(head_dim) + mask), o = p v   LlamaAttention.forward (eager)
  *
+ * The softmax's exp is core/simd.h's 16-lane one (within ~1 ulp, as torch's own
+ * vectorised exp), the rest float32 in the order written.
+ *
  * Query head h reads key/value head h / (n_heads / n_kv_heads) (repeat_kv). Attention
  * runs per (sequence, head) on the context's threads; each task only touches keys
  * j <= i for query i, so padding rows appended after a sequence never change it.
@@ -17,6 +20,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/simd.h"
 #include "model.h"
 
 static int32_t ctx_threads(const gptq_ctx *ctx)
@@ -143,7 +147,7 @@ int gptq__rope_apply_at(gptq_ctx *ctx, const gptq__model_config *c, float *q, fl
 /* Queries per block and keys/channels per vector in the attention kernels: a block's
  * accumulators (4 x 16 floats) stay in registers (4 zmm with AVX-512, 8 ymm with AVX2). */
 #define QB 4
-#define VW 16
+#define VW GPTQ_VW
 
 typedef struct attn_job {
     const float *q, *k, *v;  /* [n, n_heads * d], [n, n_kv * d], [n, n_kv * d] */
@@ -157,15 +161,10 @@ typedef struct attn_job {
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-/* VW floats as one GCC/Clang vector: one zmm register in the AVX-512 copy of a
- * GPTQ_MULTIVERSION function, two ymm in the AVX2 one, four xmm (SSE) or NEON registers
- * otherwise. Plain float arrays get vectorised across the summation axis instead, with
- * shuffles several times slower. Element-wise operations only, so every lane rounds
- * exactly as scalar float32 code would, whatever the copy. */
-typedef float vecw __attribute__((vector_size(VW * sizeof(float))));
-
-/* (A macro: a function returning vecw would change its ABI between the copies.) */
-#define LOADW(v, p) memcpy(&(v), (p), sizeof(vecw))
+/* VW floats as one vector (core/simd.h). Plain float arrays get vectorised across the
+ * summation axis instead, with shuffles several times slower. */
+typedef gptq_vecw vecw;
+#define LOADW(v, p) GPTQ_LOADW(v, p)
 
 /* Scores of queries q[b] (b < QB) against keys [0, jn): s[b][j] = sum_c q[b][c] K[j][c],
  * summed over c in order, VW keys at a time. */
@@ -210,7 +209,9 @@ static void values_block(const float *p, int64_t tp, const float *vp, int64_t dp
 }
 
 /* One (sequence, head), QB queries at a time. K is transposed and V copied into padded
- * scratch so that both products run over contiguous, vector-aligned axes. */
+ * scratch so that both products run over contiguous, vector-aligned axes. (Multiversioned
+ * for its scaling and normalising loops, which the compiler vectorises.) */
+GPTQ_MULTIVERSION
 static void attend(const attn_job *jb, int64_t task, float *kt)
 {
     const int64_t T = jb->seqlen, d = jb->d, tp = jb->tp, dp = jb->dp;
@@ -246,14 +247,23 @@ static void attend(const attn_job *jb, int64_t task, float *kt)
             double sum = 0.0;
             /* matmul(q, k^T) / math.sqrt(head_dim) plus the causal mask, then softmax in
              * float32 with the maximum subtracted: masked keys (j > i) weigh exp(-inf) = 0. */
-            for (int64_t j = 0; j <= last; j++) {
-                row[j] = row[j] / jb->sqrt_d;
+            for (int64_t j = 0; j <= last; j += VW) { /* whole vectors: row has tp */
+                vecw x;
+                LOADW(x, row + j);
+                x = x / jb->sqrt_d;
+                memcpy(row + j, &x, sizeof x);
+            }
+            for (int64_t j = 0; j <= last; j++)
                 mx = row[j] > mx ? row[j] : mx;
+            for (int64_t j = 0; j <= last; j += VW) { /* lanes past `last` are zeroed below */
+                vecw x;
+                LOADW(x, row + j);
+                x = x - mx;
+                memcpy(row + j, &x, sizeof x);
+                gptq__exp16(row + j, row + j);
             }
-            for (int64_t j = 0; j <= last; j++) {
-                row[j] = expf(row[j] - mx);
+            for (int64_t j = 0; j <= last; j++)
                 sum += (double)row[j];
-            }
             inv_sum = (float)(1.0 / sum);
             for (int64_t j = 0; j <= last; j++)
                 row[j] = row[j] * inv_sum;
@@ -330,7 +340,7 @@ static void cached_heads(void *arg, int64_t h0, int64_t h1)
 
     for (int64_t hd = h0; hd < h1; hd++) {
         const int64_t kvh = hd / (jb->heads / jb->kv_heads);
-        float *s = jb->scores + hd * (jb->pos0 + jb->n);
+        float *s = jb->scores + hd * round_up(jb->pos0 + jb->n, VW);
         for (int64_t i = 0; i < jb->n; i++) {
             const float *q = jb->q + i * qw + hd * d;
             const int64_t last = jb->pos0 + i;
@@ -345,10 +355,15 @@ static void cached_heads(void *arg, int64_t h0, int64_t h1)
                 s[j] = acc / jb->sqrt_d;
                 mx = s[j] > mx ? s[j] : mx;
             }
-            for (int64_t j = 0; j <= last; j++) {
-                s[j] = expf(s[j] - mx);
-                sum += (double)s[j];
+            for (int64_t j = 0; j <= last; j += VW) { /* whole vectors: s is padded */
+                vecw x;
+                LOADW(x, s + j);
+                x = x - mx;
+                memcpy(s + j, &x, sizeof x);
+                gptq__exp16(s + j, s + j);
             }
+            for (int64_t j = 0; j <= last; j++)
+                sum += (double)s[j];
             inv_sum = (float)(1.0 / sum);
             for (int64_t c = 0; c < d; c++)
                 o[c] = 0.0f;
@@ -371,10 +386,10 @@ int gptq__attention_cached(gptq_ctx *ctx, const gptq__model_config *c, const flo
                      .sqrt_d = (float)sqrt((double)c->head_dim)};
     size_t bytes;
 
-    if (gptq__mul3_size(&bytes, c->n_heads, pos0 + n, sizeof(float)) != 0)
+    if (gptq__mul3_size(&bytes, c->n_heads, round_up(pos0 + n, VW), sizeof(float)) != 0)
         return GPTQ_FAIL(ctx, GPTQ_ERR_OUT_OF_MEMORY, "attention over %lld tokens is too large",
                          (long long)(pos0 + n));
-    jb.scores = gptq__alloc(ctx, bytes, "attention scores");
+    jb.scores = gptq__calloc(ctx, bytes, "attention scores"); /* padding lanes: 0 */
     if (!jb.scores)
         return GPTQ_ERR_OUT_OF_MEMORY;
     /* Heads per thread: enough keys x queries to be worth a thread. */

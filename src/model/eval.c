@@ -217,6 +217,7 @@ int gptq_model_eval(gptq_ctx *ctx, gptq_model *m, const gptq_tokens *text, int64
     gptq__free(h);
     gptq__free(b);
     gptq__free(w);
+    gptq__scratch_release(ctx);
     if (rc != GPTQ_OK)
         return rc;
     if (!isfinite(nll))

@@ -21,6 +21,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/simd.h"
 #include "model.h"
 
 /* Logits computed per SGEMM call by the head: bounds the scratch to 64 MiB. */
@@ -82,18 +83,42 @@ static void rms_norm(const gptq_ctx *ctx, const float *x, const float *w, int64_
     gptq__parallel_for(ctx_threads(ctx), n, min_rows(width), rms_rows, &jb);
 }
 
+/* silu(g) * u for 16 values: g / (1 + exp(-g)) * u. */
+static inline void silu16(float *g, const float *u)
+{
+    gptq_vecw x, e, w;
+    GPTQ_LOADW(x, g);
+    GPTQ_LOADW(w, u);
+    e = -x;
+    GPTQ_STOREW(g, e);
+    gptq__exp16(g, g);
+    GPTQ_LOADW(e, g);
+    x = (x / (1.0f + e)) * w;
+    GPTQ_STOREW(g, x);
+}
+
 /* LlamaMLP.forward's act_fn(gate) * up with act_fn = SiLU, torch's x / (1 + exp(-x))
- * in float32; the result replaces the gate values. */
+ * in float32 (exp: core/simd.h's, within ~1 ulp, as torch's vectorised one); the result
+ * replaces the gate values. A row's tail goes through a padded copy, so every value is
+ * computed the same way. */
+GPTQ_MULTIVERSION
 static void silu_rows(void *arg, int64_t r0, int64_t r1)
 {
     const ew_job *jb = arg;
-    const int64_t d = jb->width;
+    const int64_t d = jb->width, body = d / GPTQ_VW * GPTQ_VW;
 
     for (int64_t r = r0; r < r1; r++) {
         float *g = jb->y + r * d;
         const float *u = jb->w + r * d;
-        for (int64_t j = 0; j < d; j++)
-            g[j] = (g[j] / (1.0f + expf(-g[j]))) * u[j];
+        float tg[GPTQ_VW] = {0.0f}, tu[GPTQ_VW] = {0.0f};
+        for (int64_t j = 0; j < body; j += GPTQ_VW)
+            silu16(g + j, u + j);
+        if (body < d) {
+            memcpy(tg, g + body, sizeof(float) * (size_t)(d - body));
+            memcpy(tu, u + body, sizeof(float) * (size_t)(d - body));
+            silu16(tg, tu);
+            memcpy(g + body, tg, sizeof(float) * (size_t)(d - body));
+        }
     }
 }
 
@@ -115,18 +140,52 @@ static void add_into(const gptq_ctx *ctx, float *y, const float *x, int64_t n, i
 
 /* ---- linears ---------------------------------------------------------------------- */
 
-/* y[n, out] = x[n, in] * W[out, in]^T through CBLAS (row-major, B transposed). */
+/* OpenBLAS's thread count is process-wide (see src/cpu/cpu_backend.c). */
+extern int openblas_get_num_threads(void);
+extern void openblas_set_num_threads(int num_threads);
+
+typedef struct gemm_job {
+    const float *x, *w;
+    float *y;
+    int64_t in, out;
+} gemm_job;
+
+static void gemm_rows(void *arg, int64_t r0, int64_t r1)
+{
+    const gemm_job *jb = arg;
+    for (int64_t r = r0; r < r1; r += BLAS_MAX_ROWS) {
+        const int64_t nr = r1 - r < BLAS_MAX_ROWS ? r1 - r : BLAS_MAX_ROWS;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)jb->out, (int)jb->in,
+                    1.0f, jb->x + r * jb->in, (int)jb->in, jb->w, (int)jb->in, 0.0f,
+                    jb->y + r * jb->out, (int)jb->out);
+    }
+}
+
+/* y[n, out] = x[n, in] * W[out, in]^T through CBLAS (row-major, B transposed).
+ *
+ * The rows are split over the context's threads, each calling a single-threaded
+ * SGEMM, rather than handing one call to OpenBLAS's own threads: between the GEMMs of a
+ * forward pass come attention and element-wise passes on our threads, and OpenBLAS's
+ * idle workers spin (sched_yield) for a while after every threaded call, taking cores
+ * from them (a fifth of the time of a pass on 2 cores). Every row's dot products are the
+ * same whatever the split, so the results do not depend on it. */
 static int sgemm_nt(gptq_ctx *ctx, const float *x, int64_t n, int64_t in, const float *w,
                     int64_t out, float *y)
 {
+    const int32_t threads = ctx_threads(ctx);
+    gemm_job jb = {.x = x, .w = w, .y = y, .in = in, .out = out};
+
     if (in > INT_MAX || out > INT_MAX)
         return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
                          "linear of %lld x %lld exceeds the BLAS's int dimensions",
                          (long long)out, (long long)in);
-    for (int64_t r0 = 0; r0 < n; r0 += BLAS_MAX_ROWS) {
-        const int64_t nr = n - r0 < BLAS_MAX_ROWS ? n - r0 : BLAS_MAX_ROWS;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)out, (int)in, 1.0f,
-                    x + r0 * in, (int)in, w, (int)in, 0.0f, y + r0 * out, (int)out);
+    if (threads > 1 && n >= 2 * 64) {
+        const int prev = openblas_get_num_threads();
+        openblas_set_num_threads(1);
+        gptq__parallel_for(threads, n, 64, gemm_rows, &jb);
+        openblas_set_num_threads(prev);
+    } else {
+        gemm_rows(&jb, 0, n);
     }
     return GPTQ_OK;
 }
@@ -275,7 +334,7 @@ int gptq__layer_forward(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L
         return GPTQ_FAIL(ctx, GPTQ_ERR_OUT_OF_MEMORY,
                          "layer_forward: %lld sequences of %lld tokens do not fit in memory",
                          (long long)nseq, (long long)seqlen);
-    xn = gptq__alloc(ctx, bytes, "layer_forward activations");
+    xn = gptq__scratch(ctx, GPTQ_SCRATCH_LAYER, bytes, "layer_forward activations");
     if (!xn)
         return GPTQ_ERR_OUT_OF_MEMORY;
     for (int64_t s0 = 0; s0 < nseq && rc == GPTQ_OK; s0 += sub) {
@@ -283,7 +342,6 @@ int gptq__layer_forward(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L
         rc = layer_body(ctx, m, L, h + s0 * seqlen * c->hidden, ns, seqlen, capture, user,
                         stop_after, xn, xn + ns * seqlen * c->hidden);
     }
-    gptq__free(xn);
     return rc;
 }
 
@@ -308,7 +366,7 @@ int gptq__layer_decode(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L,
     kvd = c->n_kv_heads * c->head_dim;
     /* xn [n, hid], then q and the attention output [n, qd] each, or gate and up. */
     floats = (size_t)(n * (hid + (2 * qd > 2 * inter ? 2 * qd : 2 * inter)));
-    xn = gptq__alloc(ctx, floats * sizeof(float), "decode activations");
+    xn = gptq__scratch(ctx, GPTQ_SCRATCH_LAYER, floats * sizeof(float), "decode activations");
     if (!xn)
         return GPTQ_ERR_OUT_OF_MEMORY;
     q = xn + n * hid;
@@ -342,7 +400,6 @@ int gptq__layer_decode(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L,
     }
     if (rc == GPTQ_OK)
         add_into(ctx, h, xn, n, hid);
-    gptq__free(xn);
     return rc;
 }
 
@@ -370,7 +427,8 @@ int gptq__layer_stage(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L, 
         width = hid + inter;
     if (gptq__mul3_size(&floats, n, width, 1) != 0 || floats > SIZE_MAX / sizeof(float))
         return GPTQ_FAIL(ctx, GPTQ_ERR_OUT_OF_MEMORY, "layer_stage: batch too large");
-    xn = gptq__alloc(ctx, floats * sizeof(float), "layer_stage activations");
+    xn = gptq__scratch(ctx, GPTQ_SCRATCH_LAYER, floats * sizeof(float),
+                       "layer_stage activations");
     if (!xn)
         return GPTQ_ERR_OUT_OF_MEMORY;
     extra = xn + n * hid;
@@ -422,7 +480,6 @@ int gptq__layer_stage(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L, 
             add_into(ctx, h, xn, n, hid);
         break;
     }
-    gptq__free(xn);
     if (rc > 0)
         rc = GPTQ_ERR_INTERNAL;
     return rc;
@@ -512,10 +569,10 @@ int gptq__head_nll(gptq_ctx *ctx, const gptq_model *m, float *h, const int32_t *
                              (int)ids[i], (long long)i, (long long)vocab);
     chunk = HEAD_CHUNK_FLOATS / vocab;
     chunk = chunk < 1 ? 1 : chunk > n ? n : chunk;
-    logits = gptq__alloc(ctx, (size_t)(chunk * vocab) * sizeof(float), "head_nll logits");
+    logits = gptq__scratch(ctx, GPTQ_SCRATCH_HEAD, (size_t)(chunk * vocab) * sizeof(float),
+                           "head_nll logits");
     nll = gptq__alloc(ctx, (size_t)chunk * sizeof(double), "head_nll row losses");
     if (!logits || !nll) {
-        gptq__free(logits);
         gptq__free(nll);
         return GPTQ_ERR_OUT_OF_MEMORY;
     }
@@ -535,6 +592,5 @@ int gptq__head_nll(gptq_ctx *ctx, const gptq_model *m, float *h, const int32_t *
     if (rc == GPTQ_OK)
         *count += nseq * (seqlen - 1);
     gptq__free(nll);
-    gptq__free(logits);
     return rc;
 }

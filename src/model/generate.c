@@ -232,5 +232,6 @@ int gptq_model_generate(gptq_ctx *ctx, gptq_model *m, const int32_t *prompt, int
     gptq__free(g.h);
     gptq__free(g.logits);
     gptq__free(g.cands);
+    gptq__scratch_release(ctx);
     return rc;
 }

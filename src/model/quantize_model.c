@@ -463,6 +463,7 @@ int gptq_model_quantize(gptq_ctx *ctx, gptq_model *m, const gptq_tokens *calib,
     gptq__free(p.inps);
     gptq__free(p.work);
     gptq__free(p.stash);
+    gptq__scratch_release(ctx);
     if (rc != GPTQ_OK) {
         restore_float(m);
         return rc;
