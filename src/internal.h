@@ -35,11 +35,11 @@ struct gptq_ctx {
     struct {
         void *p;
         size_t bytes;
-    } scratch[2];
+    } scratch[3];
 };
 
-/* The two scratch slots; a slot serves one caller at a time. */
-enum { GPTQ_SCRATCH_LAYER = 0, GPTQ_SCRATCH_HEAD = 1 };
+/* The scratch slots; a slot serves one caller at a time. */
+enum { GPTQ_SCRATCH_LAYER = 0, GPTQ_SCRATCH_HEAD = 1, GPTQ_SCRATCH_HESSIAN = 2 };
 
 /* A buffer of at least `bytes` from the context's slot, kept (and grown) across calls
  * until gptq__scratch_release; NULL with OUT_OF_MEMORY recorded on failure. Do not

@@ -18,9 +18,6 @@ struct gptq_hessian {
     int64_t in;
     int64_t nsamples;
     float *h;           /* [in, in], both triangles */
-    float *scratch;     /* scaled rows, kept between calls (the pipelines call add once
-                         * per sequence: re-allocating would fault its pages in each time) */
-    size_t scratch_rows;
 };
 
 /* Rows of X scaled per SYRK call: bounds the scratch copy to ~32 MB. */
@@ -85,7 +82,6 @@ void gptq_hessian_free(gptq_hessian *h)
     if (!h)
         return;
     gptq__free(h->h);
-    gptq__free(h->scratch);
     gptq__free(h);
 }
 
@@ -127,16 +123,12 @@ int gptq_hessian_add(gptq_ctx *ctx, gptq_hessian *h, const float *x, int64_t nsa
         chunk_rows = 1;
     if (chunk_rows > (size_t)rows)
         chunk_rows = (size_t)rows;
-    if (h->scratch_rows < chunk_rows) {
-        gptq__free(h->scratch);
-        h->scratch_rows = 0;
-        h->scratch = gptq__alloc(ctx, chunk_rows * (size_t)h->in * sizeof(float),
-                                 "scaled calibration rows");
-        if (!h->scratch)
-            return GPTQ_ERR_OUT_OF_MEMORY;
-        h->scratch_rows = chunk_rows;
-    }
-    xs = h->scratch;
+    /* The context's scratch: the pipeline's four Hessians per layer share one buffer,
+     * faulted in once per run instead of once per Hessian. */
+    xs = gptq__scratch(ctx, GPTQ_SCRATCH_HESSIAN, chunk_rows * (size_t)h->in * sizeof(float),
+                       "scaled calibration rows");
+    if (!xs)
+        return GPTQ_ERR_OUT_OF_MEMORY;
 
     /* H *= keep happens as SYRK's beta on the first chunk (beta scaling is an exact
      * float32 multiply per element, the same operation as torch's in-place mul). */
