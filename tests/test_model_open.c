@@ -187,6 +187,8 @@ Test(model_open, tiny_llama_bytes)
     cr_assert(c->inter == 768 && c->n_kv_heads == 4 && c->head_dim == 64 && c->max_pos == 512);
     cr_assert(c->rope_type == GPTQ_ROPE_NONE && c->rms_eps == 1e-5 && c->rope_theta == 10000.0);
     cr_assert(c->config_text && strstr(c->config_text, "\"vocab_size\": 256"));
+    cr_assert_null(m->lm_head, "lm_head is read when the head is first used");
+    cr_assert_eq(gptq__head_load(ctx, m), GPTQ_OK);
     cr_assert_not_null(m->lm_head, "untied: lm_head is its own tensor");
     cr_assert(gptq__all_finite(m->norm, 256) && gptq__all_finite(m->embed, 256 * 256));
     for (int i = 0; i < 4; i++) {
@@ -225,6 +227,7 @@ Test(model_open, stories260k_gqa_tied)
               gptq_model_vocab_size(m) == 512);
     cr_assert(c->n_heads == 8 && c->n_kv_heads == 4 && c->head_dim == 8 && c->inter == 172);
     cr_assert_eq(c->tie_embeddings, 1);
+    cr_assert_eq(gptq__head_load(ctx, m), GPTQ_OK);
     cr_assert_null(m->lm_head, "tied: the head is the embedding");
     cr_assert_eq(memcmp(emb, m->embed, sizeof(float) * 512 * 64), 0);
     cr_assert(m->layers[0].lin[GPTQ_LIN_K].out == 32 && m->layers[0].lin[GPTQ_LIN_K].in == 64);
@@ -521,6 +524,8 @@ Test(model_open, sharded_equals_single_file)
                      "model-00002-of-00002.safetensors");
     cr_assert_null(gptq__weights_file_of(two->src, "no.such.tensor"));
     cr_assert_eq(memcmp(one->embed, two->embed, 256 * 256 * 4), 0);
+    cr_assert_eq(gptq__head_load(ctx, one), GPTQ_OK);
+    cr_assert_eq(gptq__head_load(ctx, two), GPTQ_OK);
     cr_assert_eq(memcmp(one->lm_head, two->lm_head, 256 * 256 * 4), 0);
     cr_assert_eq(memcmp(one->norm, two->norm, 256 * 4), 0);
     for (int64_t i = 0; i < 4; i++) {

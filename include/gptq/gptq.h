@@ -440,6 +440,83 @@ GPTQ_API int gptq_dequant_matmul(gptq_ctx *ctx, const gptq_packed *w, const floa
 GPTQ_API uint16_t gptq_fp32_to_fp16(float f);
 GPTQ_API float gptq_fp16_to_fp32(uint16_t h);
 
+/* ---------------------------------------------------------------------------------
+ * Prepared quantized linear layers: fast fused dequantize-matmul
+ * ------------------------------------------------------------------------------- */
+
+/* A layer's packed tensors (v1 or v2, 2/3/4/8 bits, any g_idx) repacked once into the
+ * layout the CPU kernels read fastest, plus an optional bias. With act-order the input
+ * columns are reordered once, at creation, so that each group's columns are adjacent
+ * (as exllama does); the forward pass permutes the input instead of looking up a group
+ * per column. The handle does not keep pointers into the gptq_packed: its buffers may
+ * be freed after creation. A forward pass only reads the handle, so one handle may be
+ * used by several threads at once, each with its own context. */
+typedef struct gptq_qlinear gptq_qlinear;
+
+/* Kernels. AUTO (the default) takes the widest SIMD kernel this CPU has (AVX-512,
+ * AVX2) for every batch size; without either, the portable kernel below 32 rows and
+ * dequantize-then-SGEMM from 32 rows on. The others force one path for
+ * every batch size (for tests and benchmarks); the environment variable
+ * GPTQ_QLINEAR_KERNEL=auto|portable|avx2|avx512|sgemm sets the kernel of handles when
+ * they are created (an unknown or unavailable name is ignored with a warning on the
+ * context's log). */
+#define GPTQ_QLINEAR_KERNEL_AUTO 0
+#define GPTQ_QLINEAR_KERNEL_PORTABLE 1 /* plain C, any CPU */
+#define GPTQ_QLINEAR_KERNEL_AVX2 2     /* x86-64 AVX2 + FMA + F16C */
+#define GPTQ_QLINEAR_KERNEL_AVX512 3   /* x86-64 AVX512F + AVX512BW */
+#define GPTQ_QLINEAR_KERNEL_SGEMM 4    /* dequantize tiles to float32, then BLAS SGEMM */
+
+/* Prepare `w` (checked as gptq_dequant_matmul checks it) with `bias` ([out_features]
+ * float32, copied; NULL for none). Uses ctx's threads to repack.
+ * Errors: INVALID_ARGUMENT (NULL, bad format or dimensions), NOT_SUPPORTED (bits),
+ *   MALFORMED (g_idx outside [0, ng)), OUT_OF_MEMORY. */
+GPTQ_API int gptq_qlinear_create(gptq_ctx *ctx, const gptq_packed *w, const float *bias,
+                                 gptq_qlinear **out);
+
+GPTQ_API void gptq_qlinear_free(gptq_qlinear *ql);
+
+/* y[batch, out] = x[batch, in] * Wq^T + bias, row-major, with Wq the reference
+ * dequantization of gptq_dequant_matmul. Runs on ctx's threads (ctx may be NULL: one
+ * thread); the result does not depend on the thread count. The fused kernels fold the
+ * zero point out of the inner loop and accumulate in float32 (explicit FMAs in the SIMD
+ * kernels): per output, |y - y_exact| <= (n + 2 ns + 4) * 2^-24 * (sum_j |x_j| *
+ * scale_j * (code_j + zero_j) + |bias|), n = in_features, ns = number of groups; the
+ * SGEMM path dequantizes exactly as the reference does. NaN or Inf in x propagate to
+ * the outputs they touch; they are not an error.
+ * Errors: INVALID_ARGUMENT (NULL, batch < 1 or too large for memory), OUT_OF_MEMORY,
+ *   NOT_SUPPORTED (the SGEMM path with dimensions beyond the BLAS's int). */
+GPTQ_API int gptq_qlinear_forward(gptq_ctx *ctx, const gptq_qlinear *ql, const float *x,
+                                  int64_t batch, float *y);
+
+/* The same with IEEE float16 or bfloat16 inputs (bit patterns), widened exactly to
+ * float32 first; y is float32. */
+GPTQ_API int gptq_qlinear_forward_f16(gptq_ctx *ctx, const gptq_qlinear *ql, const uint16_t *x,
+                                      int64_t batch, float *y);
+GPTQ_API int gptq_qlinear_forward_bf16(gptq_ctx *ctx, const gptq_qlinear *ql,
+                                       const uint16_t *x, int64_t batch, float *y);
+
+/* Dimensions and bit width (0 for NULL). */
+GPTQ_API int64_t gptq_qlinear_in_features(const gptq_qlinear *ql);
+GPTQ_API int64_t gptq_qlinear_out_features(const gptq_qlinear *ql);
+GPTQ_API int32_t gptq_qlinear_bits(const gptq_qlinear *ql);
+
+/* Bytes of the prepared weights a fused forward pass reads once per call: codes,
+ * float16 scales, byte zero points and bias (0 for NULL). */
+GPTQ_API uint64_t gptq_qlinear_weight_bytes(const gptq_qlinear *ql);
+
+/* Force a kernel (GPTQ_QLINEAR_KERNEL_*) for this handle's later forward passes.
+ * Errors: INVALID_ARGUMENT (NULL, unknown kernel), NOT_SUPPORTED (this CPU lacks it). */
+GPTQ_API int gptq_qlinear_set_kernel(gptq_ctx *ctx, gptq_qlinear *ql, int32_t kernel);
+
+/* The kernel set on the handle (AUTO unless forced; -1 for NULL). */
+GPTQ_API int32_t gptq_qlinear_kernel(const gptq_qlinear *ql);
+
+/* Whether this CPU runs a kernel: 1 yes, 0 no (AUTO, PORTABLE and SGEMM: always 1). */
+GPTQ_API int gptq_qlinear_kernel_available(int32_t kernel);
+
+/* "auto", "portable", "avx2", "avx512", "sgemm" or "unknown". Static storage. */
+GPTQ_API const char *gptq_qlinear_kernel_name(int32_t kernel);
+
 #ifdef __cplusplus
 }
 #endif

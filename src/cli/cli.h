@@ -83,6 +83,10 @@ int gptq_cli_eval_main(int argc, char **argv);
 int gptq_cli_dequantize_main(int argc, char **argv);
 int gptq_cli_generate_main(int argc, char **argv);
 
+/* `gptq bench matmul ...` (cmd_bench.c): returns the process exit status. */
+void gptq_cli_bench_usage(FILE *f);
+int gptq_cli_bench_main(int argc, char **argv);
+
 /* What the three model commands share (defined in cmd_eval.c).
  *
  * Option parsing: getopt_long with abbreviations refused ("--nsamp" is not

@@ -30,6 +30,8 @@ static const command commands[] = {
      gptq_cli_generate_main, gptq_cli_generate_usage},
     {"layer", "quantize one linear layer stored in a safetensors file", gptq_cli_layer_main,
      gptq_cli_layer_usage},
+    {"bench", "time the fused dequantize-matmul against OpenBLAS and memory bandwidth",
+     gptq_cli_bench_main, gptq_cli_bench_usage},
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

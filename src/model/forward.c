@@ -146,13 +146,21 @@ extern void openblas_set_num_threads(int num_threads);
 
 typedef struct gemm_job {
     const float *x, *w;
+    const gptq_qlinear *ql; /* quantized: the prepared weights instead of w */
     float *y;
     int64_t in, out;
+    int failed;             /* a quantized range ran out of memory */
 } gemm_job;
 
 static void gemm_rows(void *arg, int64_t r0, int64_t r1)
 {
-    const gemm_job *jb = arg;
+    gemm_job *jb = arg;
+    if (jb->ql) { /* one thread per range (NULL context): the ranges are the parallelism */
+        if (gptq_qlinear_forward(NULL, jb->ql, jb->x + r0 * jb->in, r1 - r0,
+                                 jb->y + r0 * jb->out) != GPTQ_OK)
+            jb->failed = 1;
+        return;
+    }
     for (int64_t r = r0; r < r1; r += BLAS_MAX_ROWS) {
         const int64_t nr = r1 - r < BLAS_MAX_ROWS ? r1 - r : BLAS_MAX_ROWS;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)jb->out, (int)jb->in,
@@ -161,33 +169,44 @@ static void gemm_rows(void *arg, int64_t r0, int64_t r1)
     }
 }
 
-/* y[n, out] = x[n, in] * W[out, in]^T through CBLAS (row-major, B transposed).
+/* y[n, out] = x[n, in] * W[out, in]^T through CBLAS (row-major, B transposed), or
+ * through a quantized linear's prepared weights (gptq_qlinear_forward).
  *
  * The rows are split over the context's threads, each calling a single-threaded
  * SGEMM, rather than handing one call to OpenBLAS's own threads: between the GEMMs of a
  * forward pass come attention and element-wise passes on our threads, and OpenBLAS's
  * idle workers spin (sched_yield) for a while after every threaded call, taking cores
  * from them (a fifth of the time of a pass on 2 cores). Every row's dot products are the
- * same whatever the split, so the results do not depend on it. */
+ * same whatever the split, so the results do not depend on it. A few rows (generation)
+ * of a quantized linear go to its kernel whole, which splits the outputs instead. */
+static int rows_split(gptq_ctx *ctx, gemm_job *jb, int64_t n)
+{
+    const int32_t threads = ctx_threads(ctx);
+    int prev;
+
+    if (jb->in > INT_MAX || jb->out > INT_MAX)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
+                         "linear of %lld x %lld exceeds the BLAS's int dimensions",
+                         (long long)jb->out, (long long)jb->in);
+    if (jb->ql && (threads == 1 || n < 2 * 64)) /* the kernel splits the outputs */
+        return gptq_qlinear_forward(ctx, jb->ql, jb->x, n, jb->y);
+    /* Single-threaded OpenBLAS whatever the split, so that the result does not depend on
+     * the thread count either. */
+    prev = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    gptq__parallel_for(threads, n, 64, gemm_rows, jb);
+    openblas_set_num_threads(prev);
+    if (jb->failed)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_OUT_OF_MEMORY,
+                         "out of memory in the quantized matmul of %lld rows", (long long)n);
+    return GPTQ_OK;
+}
+
 static int sgemm_nt(gptq_ctx *ctx, const float *x, int64_t n, int64_t in, const float *w,
                     int64_t out, float *y)
 {
-    const int32_t threads = ctx_threads(ctx);
     gemm_job jb = {.x = x, .w = w, .y = y, .in = in, .out = out};
-
-    if (in > INT_MAX || out > INT_MAX)
-        return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
-                         "linear of %lld x %lld exceeds the BLAS's int dimensions",
-                         (long long)out, (long long)in);
-    if (threads > 1 && n >= 2 * 64) {
-        const int prev = openblas_get_num_threads();
-        openblas_set_num_threads(1);
-        gptq__parallel_for(threads, n, 64, gemm_rows, &jb);
-        openblas_set_num_threads(prev);
-    } else {
-        gemm_rows(&jb, 0, n);
-    }
-    return GPTQ_OK;
+    return rows_split(ctx, &jb, n);
 }
 
 int gptq__linear_apply(gptq_ctx *ctx, const gptq__linear *l, const float *x, int64_t n, float *y)
@@ -195,6 +214,10 @@ int gptq__linear_apply(gptq_ctx *ctx, const gptq__linear *l, const float *x, int
     if (!l || !x || !y || n < 1)
         return GPTQ_FAIL(ctx, GPTQ_ERR_INTERNAL, "linear_apply: bad arguments (n = %lld)",
                          (long long)n);
+    if (l->quantized && l->ql) { /* the bias is part of the prepared weights */
+        gemm_job jb = {.x = x, .ql = l->ql, .y = y, .in = l->in, .out = l->out};
+        return rows_split(ctx, &jb, n);
+    }
     if (l->quantized)
         return gptq_dequant_matmul(ctx, &l->packed, x, n, l->bias, y);
     if (!l->w)
@@ -507,10 +530,11 @@ static const float *head_weights(const gptq_model *m)
     return m->lm_head ? m->lm_head : m->embed;
 }
 
-int gptq__head_logits(gptq_ctx *ctx, const gptq_model *m, float *h, int64_t n, float *logits)
+int gptq__head_logits(gptq_ctx *ctx, gptq_model *m, float *h, int64_t n, float *logits)
 {
-    if (!m || !h || !logits || n < 1 || !m->norm || !head_weights(m))
+    if (!m || !h || !logits || n < 1 || !m->norm)
         return GPTQ_FAIL(ctx, GPTQ_ERR_INTERNAL, "head_logits: bad arguments");
+    GPTQ_TRY(gptq__head_load(ctx, m));
     /* LlamaModel.forward ends with self.norm; LlamaForCausalLM then applies lm_head. */
     rms_norm(ctx, h, m->norm, n, m->cfg.hidden, m->cfg.rms_eps, h);
     return sgemm_nt(ctx, h, n, m->cfg.hidden, head_weights(m), m->cfg.vocab, logits);
@@ -547,7 +571,7 @@ static void nll_rows(void *arg, int64_t r0, int64_t r1)
     }
 }
 
-int gptq__head_nll(gptq_ctx *ctx, const gptq_model *m, float *h, const int32_t *ids,
+int gptq__head_nll(gptq_ctx *ctx, gptq_model *m, float *h, const int32_t *ids,
                    int64_t nseq, int64_t seqlen, double *nll_sum, int64_t *count)
 {
     const int64_t vocab = m->cfg.vocab, hid = m->cfg.hidden;
@@ -559,8 +583,9 @@ int gptq__head_nll(gptq_ctx *ctx, const gptq_model *m, float *h, const int32_t *
     int rc = GPTQ_OK;
 
     if (!h || !ids || !nll_sum || !count || nseq < 1 || seqlen < 1 || !m->norm ||
-        !head_weights(m) || gptq__mul_size(&rows, nseq, seqlen) != 0)
+        gptq__mul_size(&rows, nseq, seqlen) != 0)
         return GPTQ_FAIL(ctx, GPTQ_ERR_INTERNAL, "head_nll: bad arguments");
+    GPTQ_TRY(gptq__head_load(ctx, m));
     n = nseq * seqlen;
     for (int64_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= vocab)

@@ -5,7 +5,8 @@
  * Everything a later step could trip over is checked at open (every expected tensor's
  * presence, dtype and shape, for every layer), so a bad checkpoint fails in
  * milliseconds instead of after an hour of quantizing the layers before the bad one.
- * Tensors stay memory-mapped; resident are the embedding, the final norm, lm_head
+ * Tensors stay memory-mapped; resident are the embedding, the final norm, lm_head (once
+ * the head is first used: quantization never needs it)
  * (unless tied) and all RMSNorm gains. A layer's linears are read (and converted to
  * float32) by gptq__layer_load and dropped by gptq__layer_unload; packed GPTQ tensors,
  * being a fraction of that size, stay once read.
@@ -243,6 +244,10 @@ static int load_linear(gptq_ctx *ctx, const gptq_model *m, int64_t layer, int j,
     }
     if (lin_has_bias(&m->cfg, j) && !l->bias)
         GPTQ_TRY(read_new(ctx, m, tname(name, layer, j, "bias"), l->out, 0, &l->bias));
+    /* Packed weights are repacked once for the fast kernels (with the bias), and kept
+     * as long as the packed tensors are. */
+    if (l->quantized && !l->ql)
+        GPTQ_TRY(gptq_qlinear_create(ctx, &l->packed, l->bias, &l->ql));
     return GPTQ_OK;
 }
 
@@ -294,11 +299,20 @@ void gptq__linear_clear(gptq__linear *l)
     gptq__free(l->packed.qzeros);
     gptq__free(l->packed.scales);
     gptq__free(l->packed.g_idx);
+    gptq_qlinear_free(l->ql);
     l->w = NULL;
     l->bias = NULL;
+    l->ql = NULL;
     memset(&l->packed, 0, sizeof l->packed);
     l->quantized = 0;
     l->group_size = 0;
+}
+
+int gptq__head_load(gptq_ctx *ctx, gptq_model *m)
+{
+    if (m->cfg.tie_embeddings || m->lm_head)
+        return GPTQ_OK;
+    return read_new(ctx, m, "lm_head.weight", m->cfg.vocab, m->cfg.hidden, &m->lm_head);
 }
 
 /* ---- open / free ----------------------------------------------------------------- */
@@ -310,8 +324,6 @@ static int load_resident(gptq_ctx *ctx, gptq_model *m)
 
     GPTQ_TRY(read_new(ctx, m, "model.embed_tokens.weight", c->vocab, c->hidden, &m->embed));
     GPTQ_TRY(read_new(ctx, m, "model.norm.weight", c->hidden, 0, &m->norm));
-    if (!c->tie_embeddings)
-        GPTQ_TRY(read_new(ctx, m, "lm_head.weight", c->vocab, c->hidden, &m->lm_head));
     m->layers = gptq__calloc(ctx, (size_t)c->n_layers * sizeof *m->layers, "decoder layers");
     if (!m->layers)
         return GPTQ_ERR_OUT_OF_MEMORY;

@@ -96,6 +96,8 @@ typedef struct gptq__linear {
     int32_t quantized;    /* 1: `packed` holds the weights */
     gptq_packed packed;   /* owned buffers when quantized */
     int32_t group_size;   /* of the packed weights */
+    gptq_qlinear *ql;     /* packed + bias prepared for the fast kernels (owned), made by
+                           * gptq__layer_load; NULL: gptq_dequant_matmul */
 } gptq__linear;
 
 typedef struct gptq__layer {
@@ -164,8 +166,8 @@ int gptq__layer_stage(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L, 
                       float *h, float *stash, int64_t nseq, int64_t seqlen,
                       gptq__capture_fn capture, void *user);
 
-/* y[n, out] = x[n, in] * W^T + b for a resident linear (float: SGEMM; quantized:
- * gptq_dequant_matmul). */
+/* y[n, out] = x[n, in] * W^T + b for a resident linear (float: SGEMM; quantized: its
+ * prepared weights, gptq_qlinear_forward). */
 int gptq__linear_apply(gptq_ctx *ctx, const gptq__linear *l, const float *x, int64_t n, float *y);
 
 /* h[n, hidden] = embed[ids] */
@@ -174,11 +176,14 @@ int gptq__embed(gptq_ctx *ctx, const gptq_model *m, const int32_t *ids, int64_t 
 /* Final norm + lm_head + log-softmax: the summed NLL of tokens 1..len-1 of each of the
  * nseq sequences (ids [nseq * seqlen]) given hidden states h [nseq * seqlen, hidden]
  * (h is overwritten). *nll_sum accumulates in double; *count the predicted tokens. */
-int gptq__head_nll(gptq_ctx *ctx, const gptq_model *m, float *h, const int32_t *ids,
+int gptq__head_nll(gptq_ctx *ctx, gptq_model *m, float *h, const int32_t *ids,
                    int64_t nseq, int64_t seqlen, double *nll_sum, int64_t *count);
 
 /* Final norm + lm_head: logits [n, vocab] (for tests against reference logits). */
-int gptq__head_logits(gptq_ctx *ctx, const gptq_model *m, float *h, int64_t n, float *logits);
+int gptq__head_logits(gptq_ctx *ctx, gptq_model *m, float *h, int64_t n, float *logits);
+/* Read lm_head (float32) if the model has its own and it is not resident yet: the head
+ * functions above call it, so a pipeline that never reaches the head never holds it. */
+int gptq__head_load(gptq_ctx *ctx, gptq_model *m);
 
 /* Inside layer_forward (attention.c): RoPE in place on q [n, n_heads * head_dim] and
  * k [n, n_kv_heads * head_dim], n = nseq * seqlen; causal GQA attention of q, k, v

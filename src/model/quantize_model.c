@@ -360,6 +360,8 @@ static void restore_float(gptq_model *m)
             gptq__linear *l = &m->layers[i].lin[j];
             if (l->quantized) {
                 free_packed(&l->packed);
+                gptq_qlinear_free(l->ql);
+                l->ql = NULL;
                 l->quantized = 0;
             }
         }
