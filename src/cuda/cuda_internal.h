@@ -1,0 +1,63 @@
+/*
+ * Declarations shared by the files of the CUDA backend module (libgptq-cuda.so.0).
+ * Compiled as CUDA C++ by nvcc; the interface it implements is src/backend.h.
+ */
+#ifndef GPTQ_CUDA_INTERNAL_H
+#define GPTQ_CUDA_INTERNAL_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cusolverDn.h>
+
+extern "C" {
+#include "backend.h"
+}
+
+/* Device scratch buffers of one context, grown on demand and kept until fini. A
+ * primitive called with host pointers (what the core passes today) stages its operands
+ * through them; pointers already in device memory are used in place. */
+enum {
+    CU_SLOT_A,      /* gemm a, syrk x, the factorised matrix */
+    CU_SLOT_B,      /* gemm b */
+    CU_SLOT_C,      /* gemm c, syrk h */
+    CU_SLOT_SOLVER, /* cuSOLVER workspace */
+    CU_SLOT_W,      /* quantize_block: the block's columns of W */
+    CU_SLOT_U,      /* quantize_block: U[i1:i2, i1:i2] */
+    CU_SLOT_SMALL,  /* quantize_block: perm, row parameters */
+    CU_SLOT_GROUPS, /* quantize_block: scales and zeros of the groups it touches */
+    CU_SLOT_Q,      /* quantize_block: q and codes, compact [R, bw] */
+    CU_SLOT_ERR,    /* quantize_block: err [bw, R] and the per-row loss */
+    CU_SLOTS
+};
+
+typedef struct cu_state {
+    gptq_ctx *ctx;
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    cusolverDnHandle_t solver;
+    int *d_info; /* cuSOLVER's devInfo */
+    void *slot[CU_SLOTS];
+    size_t slot_bytes[CU_SLOTS];
+    struct cu_state *next; /* the module's list of live contexts (cuda_backend.cu) */
+} cu_state;
+
+/* The host services libgptq handed to the entry point. */
+extern const gptq_host_services *gptq_cu_host;
+
+/* The state of ctx with its device made current, or NULL after recording a failure. */
+cu_state *gptq_cu_state(gptq_ctx *ctx, int *status);
+
+/* Failures as libgptq statuses with a message naming the call and the vendor code. */
+int gptq_cu_fail(gptq_ctx *ctx, cudaError_t e, const char *call);
+
+/* A scratch buffer of at least `bytes` (NULL after recording a failure). */
+void *gptq_cu_scratch(cu_state *st, int slot, size_t bytes, int *status);
+
+/* 1 if p is memory the device can address directly (device or managed). */
+int gptq_cu_is_device(const void *p);
+
+/* The fused in-block column loop (quant_block.cu). */
+int gptq_cu_quantize_block(gptq_ctx *ctx, const gptq_block_args *args);
+
+#endif /* GPTQ_CUDA_INTERNAL_H */

@@ -1,0 +1,527 @@
+/*
+ * The CUDA backend (src/cuda, libgptq-cuda.so.0).
+ *
+ * Without a GPU: the real module, loaded through GPTQ_CUDA_MODULE_PATH, must refuse
+ * backend "cuda" with GPTQ_ERR_DEVICE and a clear message, and "auto" must fall back to
+ * the CPU and log why. Every test that needs a GPU reports itself SKIPPED, with the
+ * reason, when no CUDA context can be created: never passed.
+ *
+ * With a GPU: each primitive of the table against the CPU backend's (the in-block
+ * kernel bit for bit on identical inputs), then every public reference case through
+ * the CUDA backend with the CPU's pass rule, printing how the GPU and CPU results
+ * compare.
+ */
+#include <criterion/criterion.h>
+#include <criterion/hooks.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "core/quantizer.h"
+#include "refcase.h"
+
+/* ---- contexts ------------------------------------------------------------------------ */
+
+/* Point the loader at the module this build made, if it made one. */
+static int use_built_module(void)
+{
+#ifdef GPTQ_CUDA_MODULE_FILE
+    setenv("GPTQ_CUDA_MODULE_PATH", GPTQ_CUDA_MODULE_FILE, 1);
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+typedef struct log_buf {
+    char text[2048];
+} log_buf;
+
+static void log_to_buf(void *user, int32_t level, const char *msg)
+{
+    log_buf *b = user;
+    size_t n = strlen(b->text);
+    (void)level;
+    snprintf(b->text + n, sizeof b->text - n, "%s\n", msg);
+}
+
+static int create(int32_t backend, int32_t device, log_buf *log, gptq_ctx **ctx, char *err,
+                  size_t n)
+{
+    gptq_ctx_options o;
+    gptq_ctx_options_init(&o);
+    o.backend = backend;
+    o.device = device;
+    if (log) {
+        log->text[0] = '\0';
+        o.log = log_to_buf;
+        o.log_user = log;
+        o.log_level = GPTQ_LOG_INFO;
+    }
+    return gptq_ctx_create(&o, ctx, err, n);
+}
+
+/* A context on the CUDA backend, or the test is skipped with the reason. */
+static gptq_ctx *cuda_ctx_or_skip(void)
+{
+    gptq_ctx *ctx = NULL;
+    char err[512] = "";
+    int rc;
+
+    use_built_module();
+    rc = create(GPTQ_BACKEND_CUDA, 0, NULL, &ctx, err, sizeof err);
+    if (rc == GPTQ_ERR_DEVICE || rc == GPTQ_ERR_NOT_SUPPORTED)
+        cr_skip_test("no usable CUDA backend (%s): %s", gptq_status_str(rc), err);
+    cr_assert_eq(rc, GPTQ_OK, "CUDA context: %s", err);
+    cr_assert_eq(gptq_ctx_backend(ctx), GPTQ_BACKEND_CUDA);
+    return ctx;
+}
+
+static gptq_ctx *cpu_ctx(void)
+{
+    gptq_ctx *ctx = NULL;
+    cr_assert_eq(create(GPTQ_BACKEND_CPU, 0, NULL, &ctx, NULL, 0), GPTQ_OK);
+    return ctx;
+}
+
+/* Criterion lists skipped tests only with --verbose; ctest runs without it, so say here
+ * which tests did not run and why. */
+ReportHook(POST_TEST)(struct criterion_test_stats *stats)
+{
+    if (stats->test_status == CR_STATUS_SKIPPED)
+        printf("[SKIP] %s::%s: %s\n", stats->test->category, stats->test->name,
+               stats->message ? stats->message : "");
+    fflush(stdout);
+}
+
+/* ---- the module without a GPU ---------------------------------------------------------- */
+
+Test(cuda, module_refuses_without_device)
+{
+    gptq_ctx *ctx = NULL;
+    char err[512] = "";
+    log_buf log;
+    int32_t device = 0;
+    int rc;
+
+    if (!use_built_module())
+        cr_skip_test("libgptq-cuda.so was not built (GPTQ_CUDA=OFF or no CUDA Toolkit)");
+    rc = create(GPTQ_BACKEND_CUDA, 0, NULL, &ctx, err, sizeof err);
+    printf("cuda backend, device 0: %s%s%s\n", gptq_status_str(rc), *err ? ": " : "", err);
+    if (rc == GPTQ_OK) {
+        /* A GPU is here: ask for an ordinal no machine has instead. */
+        cr_assert_eq(gptq_ctx_backend(ctx), GPTQ_BACKEND_CUDA);
+        gptq_ctx_free(ctx);
+        ctx = NULL;
+        device = 9999;
+        rc = create(GPTQ_BACKEND_CUDA, device, NULL, &ctx, err, sizeof err);
+        cr_assert_eq(rc, GPTQ_ERR_DEVICE, "device 9999: %s", err);
+        cr_assert(strstr(err, "CUDA backend: device 9999 requested") != NULL, "%s", err);
+    } else {
+        cr_assert_eq(rc, GPTQ_ERR_DEVICE,
+                     "the built module must load and report the missing GPU, got %s: %s",
+                     gptq_status_str(rc), err);
+        cr_assert(strstr(err, "CUDA backend: no usable GPU") != NULL, "%s", err);
+    }
+    cr_assert_null(ctx);
+
+    /* auto: the CPU, and the reason in the log. */
+    rc = create(GPTQ_BACKEND_AUTO, device, &log, &ctx, err, sizeof err);
+    cr_assert_eq(rc, GPTQ_OK, "%s", err);
+    cr_assert_eq(gptq_ctx_backend(ctx), GPTQ_BACKEND_CPU);
+    printf("auto: %s", log.text);
+    cr_assert(strstr(log.text, "backend auto: CUDA not usable (CUDA backend: ") != NULL, "%s",
+              log.text);
+    cr_assert(strstr(log.text, "using the CPU") != NULL, "%s", log.text);
+    gptq_ctx_free(ctx);
+
+    cr_assert_eq(gptq_backend_available(GPTQ_BACKEND_CUDA, err, sizeof err), 0);
+    cr_assert(strstr(err, "CUDA backend: ") != NULL, "%s", err);
+    unsetenv("GPTQ_CUDA_MODULE_PATH");
+}
+
+/* ---- primitives against the CPU backend ------------------------------------------------ */
+
+static float frand(unsigned *s)
+{
+    *s = *s * 1664525u + 1013904223u;
+    return (float)((*s >> 8) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
+}
+
+static float *rand_buf(size_t n, unsigned seed)
+{
+    float *p = malloc(n * sizeof *p);
+    cr_assert_not_null(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = frand(&seed);
+    return p;
+}
+
+static double max_rel_diff(const float *a, const float *b, size_t n)
+{
+    double m = 0.0, scale = 0.0;
+    for (size_t i = 0; i < n; i++)
+        scale = fmax(scale, fabs((double)b[i]));
+    for (size_t i = 0; i < n; i++)
+        m = fmax(m, fabs((double)a[i] - (double)b[i]));
+    return scale > 0.0 ? m / scale : m;
+}
+
+Test(cuda, gemm_matches_cpu)
+{
+    gptq_ctx *g = cuda_ctx_or_skip(), *c = cpu_ctx();
+    const int64_t m = 67, n = 45, k = 129, ld = 150;
+    float *a = rand_buf((size_t)(k * ld), 1), *b = rand_buf((size_t)(k * ld), 2);
+    float *c0 = rand_buf((size_t)(m * ld), 3);
+    float *cg = malloc((size_t)(m * ld) * sizeof(float));
+    float *cc = malloc((size_t)(m * ld) * sizeof(float));
+
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            double d;
+            memcpy(cg, c0, (size_t)(m * ld) * sizeof(float));
+            memcpy(cc, c0, (size_t)(m * ld) * sizeof(float));
+            /* Sub-matrices with a leading dimension wider than the rows, as the core's
+             * lazy update W[:, i2:] -= E U[i1:i2, i2:] passes them. */
+            cr_assert_eq(g->backend->gemm(g, ta, tb, m, n, k, -1.0f, a + 3, ld, b + 5, ld, 1.0f,
+                                          cg + 7, ld),
+                         GPTQ_OK, "%s", gptq_ctx_last_error(g));
+            cr_assert_eq(c->backend->gemm(c, ta, tb, m, n, k, -1.0f, a + 3, ld, b + 5, ld, 1.0f,
+                                          cc + 7, ld),
+                         GPTQ_OK);
+            d = max_rel_diff(cg, cc, (size_t)(m * ld));
+            printf("gemm trans_a=%d trans_b=%d: max relative difference GPU vs CPU %.3g\n", ta, tb,
+                   d);
+            cr_expect_lt(d, 1e-4, "gemm %d %d", ta, tb);
+            /* Outside the m x n window nothing moved. */
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < ld; j++)
+                    if (j < 7 || j >= 7 + n)
+                        cr_assert_eq(cg[i * ld + j], c0[i * ld + j]);
+        }
+    free(a), free(b), free(c0), free(cg), free(cc);
+    gptq_ctx_free(g), gptq_ctx_free(c);
+}
+
+Test(cuda, syrk_matches_cpu)
+{
+    gptq_ctx *g = cuda_ctx_or_skip(), *c = cpu_ctx();
+    const int64_t n = 97, rows = 300;
+    float *x = rand_buf((size_t)(rows * n), 4), *h0 = rand_buf((size_t)(n * n), 5);
+    float *hg = malloc((size_t)(n * n) * sizeof(float));
+    float *hc = malloc((size_t)(n * n) * sizeof(float));
+
+    for (int pass = 0; pass < 2; pass++) {
+        float beta = pass ? 0.75f : 0.0f;
+        double d;
+        /* A symmetric h to start from (beta 0: the hessian's first call). */
+        for (int64_t i = 0; i < n * n; i++)
+            hg[i] = hc[i] = h0[i] + h0[(i % n) * n + i / n];
+        cr_assert_eq(g->backend->syrk(g, n, rows, x, beta, hg), GPTQ_OK, "%s",
+                     gptq_ctx_last_error(g));
+        cr_assert_eq(c->backend->syrk(c, n, rows, x, beta, hc), GPTQ_OK);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++)
+                cr_assert_eq(hg[i * n + j], hg[j * n + i], "not symmetric at %lld,%lld",
+                             (long long)i, (long long)j);
+        d = max_rel_diff(hg, hc, (size_t)(n * n));
+        printf("syrk beta=%g: max relative difference GPU vs CPU %.3g\n", (double)beta, d);
+        cr_expect_lt(d, 1e-4);
+    }
+    free(x), free(h0), free(hg), free(hc);
+    gptq_ctx_free(g), gptq_ctx_free(c);
+}
+
+/* Operands in device buffers (buf_alloc/upload/download) are used in place. */
+Test(cuda, device_buffers_in_place)
+{
+    gptq_ctx *g = cuda_ctx_or_skip(), *c = cpu_ctx();
+    const gptq_backend *be = g->backend;
+    const int64_t m = 33, n = 70, k = 51;
+    const size_t na = (size_t)(m * k), nb = (size_t)(k * n), nc = (size_t)(m * n);
+    float *a = rand_buf(na, 11), *b = rand_buf(nb, 12), *cg = rand_buf(nc, 13);
+    float *cc = malloc(nc * sizeof(float)), *hg = malloc((size_t)(n * n) * sizeof(float));
+    float *hc = calloc((size_t)(n * n), sizeof(float));
+    float *da = be->buf_alloc(g, na * sizeof(float)), *db = be->buf_alloc(g, nb * sizeof(float));
+    float *dc = be->buf_alloc(g, nc * sizeof(float));
+    float *dh = be->buf_alloc(g, (size_t)(n * n) * sizeof(float));
+    double d;
+
+    cr_assert(da && db && dc && dh, "%s", gptq_ctx_last_error(g));
+    memcpy(cc, cg, nc * sizeof(float));
+    cr_assert_eq(be->upload(g, da, a, na * sizeof(float)), GPTQ_OK);
+    cr_assert_eq(be->upload(g, db, b, nb * sizeof(float)), GPTQ_OK);
+    cr_assert_eq(be->upload(g, dc, cg, nc * sizeof(float)), GPTQ_OK);
+    cr_assert_eq(be->gemm(g, 0, 0, m, n, k, 0.5f, da, k, db, n, -1.0f, dc, n), GPTQ_OK, "%s",
+                 gptq_ctx_last_error(g));
+    cr_assert_eq(be->download(g, cg, dc, nc * sizeof(float)), GPTQ_OK);
+    cr_assert_eq(c->backend->gemm(c, 0, 0, m, n, k, 0.5f, a, k, b, n, -1.0f, cc, n), GPTQ_OK);
+    d = max_rel_diff(cg, cc, nc);
+    printf("gemm on device buffers: max relative difference GPU vs CPU %.3g\n", d);
+    cr_expect_lt(d, 1e-4);
+
+    /* syrk of b ([k, n]) into a device h, beta 0. */
+    cr_assert_eq(be->syrk(g, n, k, db, 0.0f, dh), GPTQ_OK, "%s", gptq_ctx_last_error(g));
+    cr_assert_eq(be->download(g, hg, dh, (size_t)(n * n) * sizeof(float)), GPTQ_OK);
+    cr_assert_eq(c->backend->syrk(c, n, k, b, 0.0f, hc), GPTQ_OK);
+    d = max_rel_diff(hg, hc, (size_t)(n * n));
+    printf("syrk on device buffers: max relative difference GPU vs CPU %.3g\n", d);
+    cr_expect_lt(d, 1e-4);
+
+    be->buf_free(g, da), be->buf_free(g, db), be->buf_free(g, dc), be->buf_free(g, dh);
+    free(a), free(b), free(cg), free(cc), free(hg), free(hc);
+    gptq_ctx_free(g), gptq_ctx_free(c);
+}
+
+/* A symmetric positive definite n x n matrix: X^T X / rows + I. */
+static float *spd(int64_t n, unsigned seed)
+{
+    const int64_t rows = 2 * n;
+    float *x = rand_buf((size_t)(rows * n), seed), *a = calloc((size_t)(n * n), sizeof(float));
+    cr_assert_not_null(a);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0.0;
+            for (int64_t r = 0; r < rows; r++)
+                s += (double)x[r * n + i] * x[r * n + j];
+            a[i * n + j] = (float)(s / (double)rows) + (i == j ? 1.0f : 0.0f);
+        }
+    free(x);
+    return a;
+}
+
+typedef int (*factor_fn)(gptq_ctx *, int, int64_t, float *, int64_t *);
+
+static void factor_case(gptq_ctx *g, gptq_ctx *c, const char *name, int slot, int lower,
+                        const float *a, int64_t n)
+{
+    const gptq_backend *bg = g->backend, *bc = c->backend;
+    factor_fn fg = slot == 0 ? bg->potrf : slot == 1 ? bg->potri : bg->trtri;
+    factor_fn fc = slot == 0 ? bc->potrf : slot == 1 ? bc->potri : bc->trtri;
+    float *ag = malloc((size_t)(n * n) * sizeof(float));
+    float *ac = malloc((size_t)(n * n) * sizeof(float));
+    int64_t ig = -1, ic = -1;
+    double d = 0.0, scale = 0.0;
+
+    memcpy(ag, a, (size_t)(n * n) * sizeof(float));
+    memcpy(ac, a, (size_t)(n * n) * sizeof(float));
+    cr_assert_eq(fg(g, lower, n, ag, &ig), GPTQ_OK, "%s: %s", name, gptq_ctx_last_error(g));
+    cr_assert_eq(fc(c, lower, n, ac, &ic), GPTQ_OK);
+    cr_assert_eq(ig, 0);
+    /* Compare the triangle the routine writes (column-major `lower`). */
+    for (int64_t col = 0; col < n; col++)
+        for (int64_t row = 0; row < n; row++)
+            if (lower ? row >= col : row <= col) {
+                d = fmax(d, fabs((double)ag[col * n + row] - ac[col * n + row]));
+                scale = fmax(scale, fabs((double)ac[col * n + row]));
+            }
+    printf("%s lower=%d: max relative difference GPU vs CPU %.3g\n", name, lower, d / scale);
+    cr_expect_lt(d / scale, 1e-4, "%s lower=%d", name, lower);
+    free(ag), free(ac);
+}
+
+Test(cuda, cholesky_family_matches_cpu)
+{
+    gptq_ctx *g = cuda_ctx_or_skip(), *c = cpu_ctx();
+    const int64_t n = 150;
+    float *a = spd(n, 6), *l = malloc((size_t)(n * n) * sizeof(float)), *bad;
+    int64_t info = 0;
+
+    for (int lower = 0; lower < 2; lower++) {
+        factor_case(g, c, "potrf", 0, lower, a, n);
+        /* potri and trtri start from a Cholesky factor (the CPU's). */
+        memcpy(l, a, (size_t)(n * n) * sizeof(float));
+        cr_assert_eq(c->backend->potrf(c, lower, n, l, &info), GPTQ_OK);
+        factor_case(g, c, "potri", 1, lower, l, n);
+        factor_case(g, c, "trtri", 2, lower, l, n);
+    }
+    /* Not positive definite: LAPACK's info, NOT_POSITIVE_DEFINITE, and no message (the
+     * core retries with more damping). */
+    bad = spd(n, 7);
+    bad[40 * n + 40] = -5.0f;
+    cr_assert_eq(g->backend->potrf(g, 1, n, bad, &info), GPTQ_ERR_NOT_POSITIVE_DEFINITE);
+    cr_assert_eq(info, 41);
+    cr_assert_str_eq(gptq_ctx_last_error(g), "");
+    free(a), free(l), free(bad);
+    gptq_ctx_free(g), gptq_ctx_free(c);
+}
+
+/* The fused in-block loop: identical inputs must give identical bits. */
+typedef struct block_case {
+    int bits, sym, group_size, static_groups, rtn;
+    int64_t i1, i2;
+} block_case;
+
+static void block_run(gptq_ctx *ctx, const block_case *bc, int64_t R, int64_t C, const float *w,
+                      const float *u, const int32_t *perm, float *scales, float *zeros,
+                      float *q, int32_t *codes, float *err, double *loss)
+{
+    gptq_block_args a;
+    float *rs = malloc((size_t)R * sizeof(float)), *rz = malloc((size_t)R * sizeof(float));
+    memset(&a, 0, sizeof a);
+    a.rows = R;
+    a.cols = C;
+    a.i1 = bc->i1;
+    a.i2 = bc->i2;
+    a.maxq = (1 << bc->bits) - 1;
+    a.sym = bc->sym;
+    a.group_size = bc->group_size;
+    a.static_groups = bc->static_groups;
+    for (int64_t r = 0; r < R; r++)
+        gptq__find_params(w + r * C, C, a.maxq, a.sym, &rs[r], &rz[r]);
+    if (bc->group_size != -1 && bc->static_groups)
+        for (int64_t g = 0; g * bc->group_size < C; g++)
+            for (int64_t r = 0; r < R; r++) {
+                int64_t c0 = g * bc->group_size;
+                int64_t n = c0 + bc->group_size < C ? bc->group_size : C - c0;
+                gptq__find_params(w + r * C + c0, n, a.maxq, a.sym, &scales[g * R + r],
+                                  &zeros[g * R + r]);
+            }
+    a.w = w;
+    a.u = bc->rtn ? NULL : u;
+    a.perm = perm;
+    a.row_scale = rs;
+    a.row_zero = rz;
+    a.scales = scales;
+    a.zeros = zeros;
+    a.q = q;
+    a.codes = codes;
+    a.err = err;
+    a.row_loss = loss;
+    cr_assert_eq(ctx->backend->quantize_block(ctx, &a), GPTQ_OK, "%s", gptq_ctx_last_error(ctx));
+    free(rs), free(rz);
+}
+
+Test(cuda, quantize_block_bit_exact)
+{
+    static const block_case cases[] = {
+        {4, 0, -1, 0, 0, 0, 128},  {4, 1, -1, 0, 0, 128, 256}, {2, 0, 32, 0, 0, 40, 168},
+        {3, 1, 32, 0, 0, 256, 300}, {8, 0, 48, 1, 0, 0, 128},  {4, 0, 200, 0, 0, 128, 256},
+        {4, 1, 64, 0, 1, 64, 192},  {4, 0, -1, 0, 0, 0, 300},
+    };
+    gptq_ctx *g = cuda_ctx_or_skip(), *c = cpu_ctx();
+    const int64_t R = 77, C = 300;
+    float *w = rand_buf((size_t)(R * C), 8), *u = rand_buf((size_t)(C * C), 9);
+    int32_t *perm = malloc((size_t)C * sizeof(int32_t));
+    unsigned s = 10;
+
+    /* U: upper triangular, a diagonal well away from 0, small off-diagonal terms. */
+    for (int64_t i = 0; i < C; i++)
+        for (int64_t j = 0; j < C; j++)
+            u[i * C + j] = j < i ? 0.0f : j == i ? 1.0f + 0.5f * u[i * C + j] : 0.1f * u[i * C + j];
+    /* A permutation (act-order shape): shuffled. */
+    for (int64_t i = 0; i < C; i++)
+        perm[i] = (int32_t)i;
+    for (int64_t i = C - 1; i > 0; i--) {
+        int64_t j = (int64_t)((frand(&s) + 1.0f) * 0.5f * (float)i);
+        int32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const block_case *bc = &cases[k];
+        const int64_t ng = bc->group_size == -1 ? 1 : (C + bc->group_size - 1) / bc->group_size;
+        const size_t rc = (size_t)(R * C), gr = (size_t)(ng * R), er = (size_t)(R * C);
+        float *sg = calloc(gr, 4), *zg = calloc(gr, 4), *sc = calloc(gr, 4), *zc = calloc(gr, 4);
+        float *qg = calloc(rc, 4), *qc = calloc(rc, 4), *eg = calloc(er, 4), *ec = calloc(er, 4);
+        int32_t *cg = calloc(rc, 4), *cc = calloc(rc, 4);
+        double *lg = calloc((size_t)R, 8), *lc = calloc((size_t)R, 8);
+        int64_t same = 0;
+
+        /* A group that began before i1 was parameterised by an earlier block. */
+        if (bc->group_size != -1 && !bc->static_groups && bc->i1 % bc->group_size) {
+            int64_t g0 = bc->i1 / bc->group_size, c0 = g0 * bc->group_size;
+            for (int64_t r = 0; r < R; r++)
+                gptq__find_params(w + r * C + c0, bc->group_size, (1 << bc->bits) - 1, bc->sym,
+                                  &sg[g0 * R + r], &zg[g0 * R + r]);
+            memcpy(sc, sg, gr * 4);
+            memcpy(zc, zg, gr * 4);
+        }
+        block_run(g, bc, R, C, w, u, perm, sg, zg, qg, cg, eg, lg);
+        block_run(c, bc, R, C, w, u, perm, sc, zc, qc, cc, ec, lc);
+        for (size_t i = 0; i < rc; i++)
+            same += cg[i] == cc[i];
+        printf("quantize_block bits=%d sym=%d gs=%d static=%d rtn=%d [%lld,%lld): codes equal "
+               "%lld/%zu\n",
+               bc->bits, bc->sym, bc->group_size, bc->static_groups, bc->rtn, (long long)bc->i1,
+               (long long)bc->i2, (long long)same, rc);
+        cr_expect_arr_eq(cg, cc, rc * 4, "codes differ (case %zu)", k);
+        cr_expect_arr_eq(qg, qc, rc * 4, "q differs (case %zu)", k);
+        cr_expect_arr_eq(sg, sc, gr * 4, "scales differ (case %zu)", k);
+        cr_expect_arr_eq(zg, zc, gr * 4, "zeros differ (case %zu)", k);
+        if (!bc->rtn) {
+            cr_expect_arr_eq(eg, ec, (size_t)((bc->i2 - bc->i1) * R) * 4, "err differs (case %zu)",
+                             k);
+            cr_expect_arr_eq(lg, lc, (size_t)R * 8, "loss differs (case %zu)", k);
+        }
+        free(sg), free(zg), free(sc), free(zc), free(qg), free(qc), free(eg), free(ec);
+        free(cg), free(cc), free(lg), free(lc);
+    }
+    free(w), free(u), free(perm);
+    gptq_ctx_free(g), gptq_ctx_free(c);
+}
+
+/* ---- the reference cases through the CUDA backend ------------------------------------- */
+
+static gptq_result *quantize_case(gptq_ctx *ctx, const refcase *rc, int use_x, int inverse)
+{
+    gptq_hessian *h = NULL;
+    gptq_result *res = NULL;
+    gptq_config cfg;
+    cr_assert_eq(refcase_hessian(ctx, rc, use_x, &h), GPTQ_OK, "%s", gptq_ctx_last_error(ctx));
+    refcase_config(rc, &cfg);
+    cfg.inverse = inverse;
+    cr_assert_eq(gptq_layer_quantize(ctx, rc->W, rc->out, rc->in, h, &cfg, &res), GPTQ_OK,
+                 "%s (%s): %s", rc->name, gptq_backend_name(gptq_ctx_backend(ctx)),
+                 gptq_ctx_last_error(ctx));
+    gptq_hessian_free(h);
+    return res;
+}
+
+static void all_cases(int use_x, int inverse)
+{
+    gptq_ctx *g = cuda_ctx_or_skip(), *c = cpu_ctx();
+    int n;
+    char **list = refcase_list(&n);
+
+    cr_assert_geq(n, 12, "reference cases missing from " GPTQ_TEST_DATA);
+    for (int i = 0; i < n; i++) {
+        refcase rc;
+        gptq_result *rg, *rcpu;
+        judge j;
+        int64_t same = 0, total;
+
+        cr_assert_eq(refcase_load(list[i], &rc), 0, "cannot load %s", list[i]);
+        rg = quantize_case(g, &rc, use_x, inverse);
+        rcpu = quantize_case(c, &rc, use_x, inverse);
+        j = refcase_judge(&rc, gptq_result_codes(rg), gptq_result_q(rg), gptq_result_scales(rg),
+                          gptq_result_zeros(rg));
+        total = rc.out * rc.in;
+        for (int64_t k = 0; k < total; k++)
+            same += gptq_result_codes(rg)[k] == gptq_result_codes(rcpu)[k];
+        printf("cuda %-43s H=%s U=%s codes_equal=%.6f loss_ratio=%.5f params_equal=%.6f %s | "
+               "vs cpu: codes %.6f loss %.6f\n",
+               rc.name, use_x ? "X" : "case", inverse ? "ref" : "fast", j.codes_equal,
+               j.loss_ratio, j.params_equal, j.pass ? "PASS" : "FAIL",
+               (double)same / (double)total,
+               gptq_result_loss(rcpu) > 0.0 ? gptq_result_loss(rg) / gptq_result_loss(rcpu) : 1.0);
+        cr_expect(j.pass, "%s (H from %s, inverse %d): codes_equal %.6f (min %.3f) loss_ratio "
+                          "%.5f params_equal %.6f",
+                  rc.name, use_x ? "X" : "case", inverse, j.codes_equal, j.min_codes_equal,
+                  j.loss_ratio, j.params_equal);
+        cr_expect_arr_eq(gptq_result_g_idx(rg), rc.g_idx, sizeof(int32_t) * (size_t)rc.in,
+                         "%s: g_idx differs", rc.name);
+        gptq_result_free(rg);
+        gptq_result_free(rcpu);
+        refcase_free(&rc);
+    }
+    refcase_list_free(list, n);
+    gptq_ctx_free(g);
+    gptq_ctx_free(c);
+}
+
+Test(cuda, reference_cases_fast_inverse) { all_cases(0, GPTQ_INVERSE_FAST); }
+Test(cuda, reference_cases_reference_inverse) { all_cases(0, GPTQ_INVERSE_REFERENCE); }
+Test(cuda, reference_cases_hessian_from_x) { all_cases(1, GPTQ_INVERSE_FAST); }
