@@ -1,0 +1,3 @@
+module github.com/libgptq/libgptq/bindings/go
+
+go 1.19
