@@ -427,7 +427,11 @@ GPTQ_API int gptq_unpack(gptq_ctx *ctx, const gptq_packed *src, int32_t mode, gp
  * and zero the stored field (v2) or (stored + 1) mod 2^bits (v1). Any batch >= 1,
  * v1 or v2 zero points, 2/3/4/8 bits, any g_idx (act-order), any in/out features.
  * Accumulates in float32; the result does not depend on the thread count. Runs on the
- * host with ctx's threads (`ctx` may be NULL: one thread).
+ * host with ctx's threads (`ctx` may be NULL: one thread). One-shot: it prepares a
+ * temporary gptq_qlinear (below) and so has that function's error bound; in particular
+ * the zero point is folded out of the sum, so a row whose codes all equal its zero point
+ * gives a rounding-sized value rather than exactly 0. To multiply by the same weights
+ * more than once, prepare them with gptq_qlinear_create.
  * Errors: INVALID_ARGUMENT (NULL, batch < 1, bad format or dimensions), NOT_SUPPORTED
  *   (bits), MALFORMED (g_idx outside [0, ng)), OUT_OF_MEMORY. */
 GPTQ_API int gptq_dequant_matmul(gptq_ctx *ctx, const gptq_packed *w, const float *x,

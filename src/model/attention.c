@@ -166,6 +166,24 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 typedef gptq_vecw vecw;
 #define LOADW(v, p) GPTQ_LOADW(v, p)
 
+/* The softmax's numerators: row[j] = exp(row[j] - mx) for j <= last, and their sum in
+ * double, in order. Whole vectors: row must hold round_up(last + 1, VW) floats, and the
+ * lanes past `last` get values the caller ignores or overwrites. */
+static inline double exp_shifted(float *row, int64_t last, float mx)
+{
+    double sum = 0.0;
+    for (int64_t j = 0; j <= last; j += VW) {
+        vecw x;
+        LOADW(x, row + j);
+        x = x - mx;
+        memcpy(row + j, &x, sizeof x);
+        gptq__exp16(row + j, row + j);
+    }
+    for (int64_t j = 0; j <= last; j++)
+        sum += (double)row[j];
+    return sum;
+}
+
 /* Scores of queries q[b] (b < QB) against keys [0, jn): s[b][j] = sum_c q[b][c] K[j][c],
  * summed over c in order, VW keys at a time. */
 GPTQ_MULTIVERSION
@@ -244,7 +262,7 @@ static void attend(const attn_job *jb, int64_t task, float *kt)
             float *row = sc + b * tp;
             const int64_t last = i0 + (b < nb ? b : nb - 1);
             float mx = -INFINITY, inv_sum;
-            double sum = 0.0;
+            double sum;
             /* matmul(q, k^T) / math.sqrt(head_dim) plus the causal mask, then softmax in
              * float32 with the maximum subtracted: masked keys (j > i) weigh exp(-inf) = 0. */
             for (int64_t j = 0; j <= last; j += VW) { /* whole vectors: row has tp */
@@ -255,15 +273,7 @@ static void attend(const attn_job *jb, int64_t task, float *kt)
             }
             for (int64_t j = 0; j <= last; j++)
                 mx = row[j] > mx ? row[j] : mx;
-            for (int64_t j = 0; j <= last; j += VW) { /* lanes past `last` are zeroed below */
-                vecw x;
-                LOADW(x, row + j);
-                x = x - mx;
-                memcpy(row + j, &x, sizeof x);
-                gptq__exp16(row + j, row + j);
-            }
-            for (int64_t j = 0; j <= last; j++)
-                sum += (double)row[j];
+            sum = exp_shifted(row, last, mx); /* lanes past `last` are zeroed below */
             inv_sum = (float)(1.0 / sum);
             for (int64_t j = 0; j <= last; j++)
                 row[j] = row[j] * inv_sum;
@@ -345,7 +355,7 @@ static void cached_heads(void *arg, int64_t h0, int64_t h1)
             const float *q = jb->q + i * qw + hd * d;
             const int64_t last = jb->pos0 + i;
             float mx = -INFINITY, inv_sum;
-            double sum = 0.0;
+            double sum;
             float *o = jb->out + i * qw + hd * d;
             for (int64_t j = 0; j <= last; j++) {
                 const float *kr = jb->kc + j * kw + kvh * d;
@@ -355,15 +365,7 @@ static void cached_heads(void *arg, int64_t h0, int64_t h1)
                 s[j] = acc / jb->sqrt_d;
                 mx = s[j] > mx ? s[j] : mx;
             }
-            for (int64_t j = 0; j <= last; j += VW) { /* whole vectors: s is padded */
-                vecw x;
-                LOADW(x, s + j);
-                x = x - mx;
-                memcpy(s + j, &x, sizeof x);
-                gptq__exp16(s + j, s + j);
-            }
-            for (int64_t j = 0; j <= last; j++)
-                sum += (double)s[j];
+            sum = exp_shifted(s, last, mx); /* s is padded to whole vectors */
             inv_sum = (float)(1.0 / sum);
             for (int64_t c = 0; c < d; c++)
                 o[c] = 0.0f;
