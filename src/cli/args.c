@@ -128,6 +128,7 @@ void gptq_cli_layer_usage(FILE *f)
         "  --pack MODE           clean (default), autogptq (AutoGPTQ's exact bytes, v1,\n"
         "                        dimensions multiples of 32) or gptqmodel\n"
         "  --backend B           cpu (default), cuda or auto\n"
+        "  --device N            GPU ordinal for cuda/auto (default 0)\n"
         "  --threads N           worker threads, 0 = all cores (default)\n"
         "  --json                print one JSON object instead of the summary line\n"
         "  -q, --quiet           print nothing on success\n"
@@ -151,6 +152,7 @@ enum layer_opt {
     OPT_FORMAT,
     OPT_PACK,
     OPT_BACKEND,
+    OPT_DEVICE,
     OPT_THREADS,
     OPT_NONE
 };
@@ -162,7 +164,7 @@ static const struct {
     {"--output", OPT_OUTPUT},   {"--bits", OPT_BITS},   {"--group-size", OPT_GROUP_SIZE},
     {"--damp", OPT_DAMP},       {"--block-size", OPT_BLOCK_SIZE},
     {"--format", OPT_FORMAT},   {"--pack", OPT_PACK},   {"--backend", OPT_BACKEND},
-    {"--threads", OPT_THREADS},
+    {"--device", OPT_DEVICE},   {"--threads", OPT_THREADS},
 };
 
 static int bad_value(const char *opt, const char *value, const char *want)
@@ -233,6 +235,10 @@ static int apply_valued(gptq_cli_layer_args *a, enum layer_opt id, const char *o
             a->backend = GPTQ_BACKEND_AUTO;
         else
             return bad_value(opt, v, "cpu, cuda or auto");
+        return 0;
+    case OPT_DEVICE:
+        if (gptq_cli_parse_i32(v, &a->device) != 0 || a->device < 0)
+            return bad_value(opt, v, "a non-negative integer");
         return 0;
     case OPT_THREADS:
         if (gptq_cli_parse_i32(v, &a->threads) != 0 || a->threads < 0)

@@ -43,6 +43,7 @@ typedef struct gptq_cli_layer_args {
     int32_t format;    /* GPTQ_FORMAT_V1 (default) or GPTQ_FORMAT_V2 */
     int32_t pack_mode; /* GPTQ_PACK_*, default GPTQ_PACK_CLEAN */
     int32_t backend;   /* GPTQ_BACKEND_*, default GPTQ_BACKEND_CPU */
+    int32_t device;    /* GPU ordinal for the CUDA backend, default 0 */
     int32_t threads;   /* 0 = all cores */
     int json;
     int quiet;
@@ -97,11 +98,12 @@ struct option;
 int gptq_cli_getopt(int argc, char **argv, const char *shortopts,
                     const struct option *longopts, const char *cmd);
 
-/* A context for a model command: backend, threads; library warnings printed on stderr
+/* A context for a model command: backend, GPU ordinal, threads; library warnings printed on stderr
  * unless quiet, after erasing `bar`'s progress bar (bar may be NULL). Prints
  * "gptq: WHAT: message" and returns -1 on failure. */
 struct gptq_cli_progress;
-int gptq_cli_model_ctx(int32_t backend, int32_t threads, int quiet, const char *what,
+int gptq_cli_model_ctx(int32_t backend, int32_t device, int32_t threads, int quiet,
+                       const char *what,
                        struct gptq_cli_progress *bar, gptq_ctx **out);
 
 /* "cpu" | "cuda" | "auto" -> GPTQ_BACKEND_*; "auto" | "bytes" | "ids" -> GPTQ_TOKENS_*.

@@ -168,14 +168,15 @@ static void log_to_stderr(void *user, int32_t level, const char *msg)
     fprintf(stderr, "gptq: warning: %s\n", msg);
 }
 
-int gptq_cli_model_ctx(int32_t backend, int32_t threads, int quiet, const char *what,
-                       struct gptq_cli_progress *bar, gptq_ctx **out)
+int gptq_cli_model_ctx(int32_t backend, int32_t device, int32_t threads, int quiet,
+                       const char *what, struct gptq_cli_progress *bar, gptq_ctx **out)
 {
     gptq_ctx_options opts;
     char errbuf[512];
 
     gptq_ctx_options_init(&opts);
     opts.backend = backend;
+    opts.device = device;
     opts.threads = threads;
     if (!quiet) {
         opts.log = log_to_stderr;
@@ -235,6 +236,7 @@ void gptq_cli_eval_usage(FILE *f)
           "                        bytes (the file's bytes are the tokens) or ids\n"
           "  --seqlen N            window length in tokens (default 2048)\n"
           "  --backend B           cpu (default), cuda or auto\n"
+          "  --device N            GPU ordinal for cuda/auto (default 0)\n"
           "  --threads N           worker threads, 0 = all cores (default)\n"
           "  --json                print one JSON object instead of the summary line\n"
           "  -h, --help            show this help\n"
@@ -250,18 +252,20 @@ typedef struct eval_args {
     int32_t text_kind;
     int64_t seqlen;
     int32_t backend;
+    int32_t device;
     int32_t threads;
     int json;
     int help;
 } eval_args;
 
-enum { E_TEXT = 256, E_TEXT_FORMAT, E_SEQLEN, E_BACKEND, E_THREADS, E_JSON };
+enum { E_TEXT = 256, E_TEXT_FORMAT, E_SEQLEN, E_BACKEND, E_DEVICE, E_THREADS, E_JSON };
 
 static const struct option eval_opts[] = {
     {"text", required_argument, NULL, E_TEXT},
     {"text-format", required_argument, NULL, E_TEXT_FORMAT},
     {"seqlen", required_argument, NULL, E_SEQLEN},
     {"backend", required_argument, NULL, E_BACKEND},
+    {"device", required_argument, NULL, E_DEVICE},
     {"threads", required_argument, NULL, E_THREADS},
     {"json", no_argument, NULL, E_JSON},
     {"help", no_argument, NULL, 'h'},
@@ -300,6 +304,10 @@ static int eval_parse(int argc, char **argv, eval_args *a)
         case E_BACKEND:
             if (gptq_cli_parse_backend(optarg, &a->backend) != 0)
                 return eval_bad("backend", optarg, "cpu, cuda or auto");
+            break;
+        case E_DEVICE:
+            if (gptq_cli_parse_i32(optarg, &a->device) != 0 || a->device < 0)
+                return eval_bad("device", optarg, "a non-negative integer");
             break;
         case E_THREADS:
             if (gptq_cli_parse_i32(optarg, &a->threads) != 0 || a->threads < 0)
@@ -363,7 +371,7 @@ int gptq_cli_eval_main(int argc, char **argv)
         gptq_cli_eval_usage(stdout);
         return GPTQ_CLI_EXIT_OK;
     }
-    if (gptq_cli_model_ctx(a.backend, a.threads, 0, a.model, NULL, &ctx) != 0)
+    if (gptq_cli_model_ctx(a.backend, a.device, a.threads, 0, a.model, NULL, &ctx) != 0)
         return GPTQ_CLI_EXIT_FAIL;
 
     rc = GPTQ_CLI_EXIT_FAIL;

@@ -40,6 +40,7 @@ void gptq_cli_generate_usage(FILE *f)
           "  --seed N              sampling seed (default 0)\n"
           "  --ignore-eos          go on past config.json's eos_token_id\n"
           "  --backend B           cpu (default), cuda or auto\n"
+          "  --device N            GPU ordinal for cuda/auto (default 0)\n"
           "  --threads N           worker threads, 0 = all cores (default)\n"
           "  --json                print one JSON object (tokens, text, speed) instead\n"
           "  -h, --help            show this help\n"
@@ -54,13 +55,13 @@ typedef struct gen_args {
     const char *model, *prompt, *prompt_ids;
     int64_t max_tokens;
     double temperature;
-    int32_t top_k, backend, threads;
+    int32_t top_k, backend, device, threads;
     int64_t seed;
     int ignore_eos, json, help;
 } gen_args;
 
 enum { G_PROMPT = 256, G_PROMPT_IDS, G_MAX_TOKENS, G_TEMPERATURE, G_TOP_K, G_SEED,
-       G_IGNORE_EOS, G_BACKEND, G_THREADS, G_JSON };
+       G_IGNORE_EOS, G_BACKEND, G_DEVICE, G_THREADS, G_JSON };
 
 static const struct option gen_opts[] = {
     {"prompt", required_argument, NULL, G_PROMPT},
@@ -71,6 +72,7 @@ static const struct option gen_opts[] = {
     {"seed", required_argument, NULL, G_SEED},
     {"ignore-eos", no_argument, NULL, G_IGNORE_EOS},
     {"backend", required_argument, NULL, G_BACKEND},
+    {"device", required_argument, NULL, G_DEVICE},
     {"threads", required_argument, NULL, G_THREADS},
     {"json", no_argument, NULL, G_JSON},
     {"help", no_argument, NULL, 'h'},
@@ -114,6 +116,10 @@ static int gen_parse(int argc, char **argv, gen_args *a)
         case G_BACKEND:
             if (gptq_cli_parse_backend(optarg, &a->backend) != 0)
                 return gen_bad("backend", optarg, "cpu, cuda or auto");
+            break;
+        case G_DEVICE:
+            if (gptq_cli_parse_i32(optarg, &a->device) != 0 || a->device < 0)
+                return gen_bad("device", optarg, "a non-negative integer");
             break;
         case G_THREADS:
             if (gptq_cli_parse_i32(optarg, &a->threads) != 0 || a->threads < 0)
@@ -343,7 +349,7 @@ int gptq_cli_generate_main(int argc, char **argv)
         return rc;
     }
     memset(&job, 0, sizeof job);
-    if (gptq_cli_model_ctx(a.backend, a.threads, 0, "generate", NULL, &ctx) != 0)
+    if (gptq_cli_model_ctx(a.backend, a.device, a.threads, 0, "generate", NULL, &ctx) != 0)
         return GPTQ_CLI_EXIT_FAIL;
     if (gptq_model_open(ctx, a.model, &m) != GPTQ_OK) {
         gptq_cli_lib_error(a.model, gptq_ctx_last_error(ctx));

@@ -97,6 +97,7 @@ static int create_ctx(const gptq_cli_layer_args *a, gptq_ctx **ctx)
 
     gptq_ctx_options_init(&opts);
     opts.backend = a->backend;
+    opts.device = a->device;
     opts.threads = a->threads;
     if (!a->quiet) {
         opts.log = log_to_stderr;

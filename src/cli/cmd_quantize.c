@@ -74,6 +74,7 @@ void gptq_cli_quantize_usage(FILE *f)
         "\n"
         "Running:\n"
         "  --backend B           cpu (default), cuda or auto\n"
+        "  --device N            GPU ordinal for cuda/auto (default 0)\n"
         "  --threads N           worker threads, 0 = all cores (default)\n"
         "  --json                print one JSON object at the end instead of the text\n"
         "  -q, --quiet           print nothing on success (no progress bar either)\n"
@@ -92,14 +93,14 @@ typedef struct quantize_args {
     int64_t eval_seqlen; /* 0: --seqlen */
     gptq_quantize_options q;
     gptq_save_options s;
-    int32_t backend, threads;
+    int32_t backend, device, threads;
     int force, quiet, json, help;
 } quantize_args;
 
 enum {
     Q_CALIB = 256, Q_CALIB_FORMAT, Q_NSAMPLES, Q_SEQLEN, Q_SEED, Q_BITS, Q_GROUP_SIZE,
     Q_ACT_ORDER, Q_STATIC_GROUPS, Q_SYM, Q_ASYM, Q_DAMP, Q_BLOCK_SIZE, Q_NO_TRUE_SEQ,
-    Q_FORMAT, Q_PACK, Q_RTN, Q_THREADS, Q_BACKEND, Q_MAX_SHARD, Q_FORCE, Q_JSON, Q_EVAL,
+    Q_FORMAT, Q_PACK, Q_RTN, Q_THREADS, Q_BACKEND, Q_DEVICE, Q_MAX_SHARD, Q_FORCE, Q_JSON, Q_EVAL,
     Q_EVAL_FORMAT, Q_EVAL_SEQLEN, Q_ODD_SHAPES
 };
 
@@ -126,6 +127,7 @@ static const struct option quantize_opts[] = {
     {"quantize-odd-shapes", no_argument, NULL, Q_ODD_SHAPES},
     {"threads", required_argument, NULL, Q_THREADS},
     {"backend", required_argument, NULL, Q_BACKEND},
+    {"device", required_argument, NULL, Q_DEVICE},
     {"max-shard-size", required_argument, NULL, Q_MAX_SHARD},
     {"force", no_argument, NULL, Q_FORCE},
     {"quiet", no_argument, NULL, 'q'},
@@ -288,6 +290,10 @@ static int apply(quantize_args *a, int c, const char *v)
     case Q_BACKEND:
         if (gptq_cli_parse_backend(v, &a->backend) != 0)
             return bad("backend", v, "cpu, cuda or auto");
+        break;
+    case Q_DEVICE:
+        if (gptq_cli_parse_i32(v, &a->device) != 0 || a->device < 0)
+            return bad("device", v, "a non-negative integer");
         break;
     case Q_THREADS:
         if (gptq_cli_parse_i32(v, &a->threads) != 0 || a->threads < 0)
@@ -552,7 +558,7 @@ int gptq_cli_quantize_main(int argc, char **argv)
 
     memset(&job, 0, sizeof job);
     job.t_start = gptq_cli_now();
-    if (gptq_cli_model_ctx(a.backend, a.threads, a.quiet, a.model, &job.progress,
+    if (gptq_cli_model_ctx(a.backend, a.device, a.threads, a.quiet, a.model, &job.progress,
                            &job.ctx) != 0)
         return GPTQ_CLI_EXIT_FAIL;
     if (gptq_cli_sigint_install() != 0)

@@ -373,6 +373,21 @@ run 2 "generate: bad ids" generate "$TINY" --prompt-ids "1,x"
 run 1 "generate: past max_position_embeddings" generate "$TINY" --prompt a --max-tokens 600 &&
     stderr_has "max_position_embeddings" "generate: names the limit"
 
+# ---- --device: checked as a count; with no GPU, --backend cuda fails with a message --
+run 2 "eval: --device -1" eval "$STORIES" --text "$STORIES/eval_ids.json" --device -1 &&
+    stderr_has "--device" "eval: names the bad --device"
+run 2 "quantize: --device x" quantize "$STORIES" -o "$TMP/dev" --calib "$STORIES/calib_ids.json" \
+    --device x
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+    echo "skip - --backend cuda failure check (this machine has a GPU)"
+else
+    run 1 "eval --backend cuda --device 1 without a GPU" eval "$STORIES" \
+        --text "$STORIES/eval_ids.json" --seqlen 256 --backend cuda --device 1 &&
+        stderr_has "CUDA" "eval --backend cuda: says why CUDA is not usable"
+    run 0 "generate --backend auto --device 1 falls back to the CPU" generate "$STORIES" \
+        --prompt-ids 1 --max-tokens 3 --backend auto --device 1
+fi
+
 # ---- Ctrl-C: exit 1, "gptq: cancelled", nothing written ------------------------------
 # The signal is sent once the first layer's summary line is out, so it lands while
 # layers 2-4 are being quantized.
