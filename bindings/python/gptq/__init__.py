@@ -21,7 +21,7 @@ and the context's message.
 """
 
 from ._lib import path as library_path
-from .core import (Context, Config, Hessian, PackedTensors, Result, UnpackedTensors,
+from .core import (Context, Config, Hessian, PackedTensors, QLinear, Result, UnpackedTensors,
                    backend_available, fp16_to_fp32, fp32_to_fp16, num_groups, packed_shape,
                    quantize_layer, version)
 from .errors import (CancelledError, DeviceError, GptqError, GptqIOError, InternalError,
@@ -31,7 +31,7 @@ from .errors import (CancelledError, DeviceError, GptqError, GptqIOError, Intern
 from .model import EvalResult, Model, Progress, Tokens
 
 __all__ = [
-    "library_path", "Context", "Config", "Hessian", "PackedTensors", "Result",
+    "library_path", "Context", "Config", "Hessian", "PackedTensors", "QLinear", "Result",
     "UnpackedTensors", "backend_available", "fp16_to_fp32", "fp32_to_fp16", "num_groups",
     "packed_shape", "quantize_layer", "version", "CancelledError", "DeviceError",
     "GptqError", "GptqIOError", "InternalError", "InvalidArgumentError", "MalformedError",

@@ -139,7 +139,8 @@ STRUCTS = {
 # ---- prototypes ---------------------------------------------------------------------
 
 # C type (as written in API) -> ctypes type. Opaque handles travel as void pointers.
-_OPAQUE = ("gptq_ctx", "gptq_hessian", "gptq_result", "gptq_model", "gptq_tokens")
+_OPAQUE = ("gptq_ctx", "gptq_hessian", "gptq_result", "gptq_model", "gptq_tokens",
+           "gptq_qlinear")
 CTYPES = {
     "void": None, "int": c_int, "int32_t": c_int32, "uint32_t": c_uint32,
     "int64_t": c_int64, "uint16_t": c_uint16, "size_t": c_size_t, "double": c_double,
@@ -216,6 +217,18 @@ API = [
     ("gptq_dequant_matmul", "int",
      ["gptq_ctx *", "const gptq_packed *", "const float *", "int64_t", "const float *",
       "float *"]),
+    ("gptq_qlinear_create", "int",
+     ["gptq_ctx *", "const gptq_packed *", "const float *", "gptq_qlinear **"]),
+    ("gptq_qlinear_free", "void", ["gptq_qlinear *"]),
+    ("gptq_qlinear_forward", "int",
+     ["gptq_ctx *", "const gptq_qlinear *", "const float *", "int64_t", "float *"]),
+    ("gptq_qlinear_in_features", "int64_t", ["const gptq_qlinear *"]),
+    ("gptq_qlinear_out_features", "int64_t", ["const gptq_qlinear *"]),
+    ("gptq_qlinear_bits", "int32_t", ["const gptq_qlinear *"]),
+    ("gptq_qlinear_set_kernel", "int", ["gptq_ctx *", "gptq_qlinear *", "int32_t"]),
+    ("gptq_qlinear_kernel", "int32_t", ["const gptq_qlinear *"]),
+    ("gptq_qlinear_kernel_available", "int", ["int32_t"]),
+    ("gptq_qlinear_kernel_name", "const char *", ["int32_t"]),
     ("gptq_fp32_to_fp16", "uint16_t", ["float"]),
     ("gptq_fp16_to_fp32", "float", ["uint16_t"]),
     # model.h: tokens

@@ -493,6 +493,66 @@ class PackedTensors:
         return y[0] if vector else y
 
 
+class QLinear(_Handle):
+    """A quantized linear layer prepared once for the fast fused kernels
+    (gptq_qlinear_create): y = x * Wq^T + bias, many times over. The packed tensors may
+    be dropped after preparing."""
+
+    _free = _L.gptq_qlinear_free
+
+    KERNELS = ("auto", "portable", "avx2", "avx512", "sgemm")
+
+    def __init__(self, ctx, packed, bias=None):
+        out = c_void_p()
+        b = None
+        if bias is not None:
+            b = _check_array(bias, np.float32, (packed.out_features,), "bias")
+        ctx.check(_L.gptq_qlinear_create(ctx.handle, byref(packed._c()),
+                                         _ptr(b, c_float) if b is not None else None,
+                                         byref(out)))
+        super().__init__(out.value, ctx)
+
+    @property
+    def in_features(self):
+        return _L.gptq_qlinear_in_features(self.handle)
+
+    @property
+    def out_features(self):
+        return _L.gptq_qlinear_out_features(self.handle)
+
+    @property
+    def bits(self):
+        return _L.gptq_qlinear_bits(self.handle)
+
+    @property
+    def kernel(self):
+        """The kernel forced on this layer ("auto" unless set)."""
+        return _L.gptq_qlinear_kernel_name(_L.gptq_qlinear_kernel(self.handle)).decode()
+
+    @kernel.setter
+    def kernel(self, name):
+        kernel = _lookup({k: i for i, k in enumerate(self.KERNELS)}, name, "kernel")
+        self._ctx.check(_L.gptq_qlinear_set_kernel(self._ctx.handle, self.handle, kernel))
+
+    @classmethod
+    def kernel_available(cls, name):
+        return bool(_L.gptq_qlinear_kernel_available(cls.KERNELS.index(name)))
+
+    def __call__(self, x):
+        """x [batch, in] (or [in]) -> float32 [batch, out] (or [out])."""
+        x = as_input(x, np.float32, "x")
+        vector = x.ndim == 1
+        x2 = x.reshape(1, -1) if vector else x
+        if x2.ndim != 2 or x2.shape[1] != self.in_features:
+            raise ValueError("x: expected [batch, %d], got shape %s"
+                             % (self.in_features, x.shape))
+        y = np.empty((x2.shape[0], self.out_features), dtype=np.float32)
+        self._ctx.check(_L.gptq_qlinear_forward(self._ctx.handle, self.handle,
+                                                _ptr(x2, c_float), x2.shape[0],
+                                                _ptr(y, c_float)))
+        return y[0] if vector else y
+
+
 class UnpackedTensors:
     """A layer's quantized tensors, unpacked: codes [out, in], scales float32
     [ngroups, out], zeros [ngroups, out] (true zero points), g_idx [in]; q (float32

@@ -95,3 +95,24 @@ def test_fp16_helpers():
     assert gptq.fp32_to_fp16(1.0) == 0x3C00
     assert gptq.fp16_to_fp32(0xC000) == -2.0
     assert gptq.fp32_to_fp16(65520.0) == 0x7C00  # rounds to infinity
+
+
+def test_qlinear_matches_dequant_matmul(ctx, result, rng):
+    p = result.pack()
+    bias = rng.standard_normal(64).astype(np.float32)
+    ql = gptq.QLinear(ctx, p, bias=bias)
+    assert (ql.in_features, ql.out_features, ql.bits, ql.kernel) == (128, 64, 4, "auto")
+    x = rng.standard_normal((5, 128)).astype(np.float32)
+    want = p.matmul(x, bias=bias, ctx=ctx)
+    for kernel in gptq.QLinear.KERNELS:
+        if not gptq.QLinear.kernel_available(kernel):
+            continue
+        ql.kernel = kernel
+        assert ql.kernel == kernel
+        np.testing.assert_allclose(ql(x), want, rtol=1e-5, atol=1e-5)
+    assert ql(x[0]).shape == (64,)
+    with pytest.raises(ValueError, match="kernel"):
+        ql.kernel = "fastest"
+    with pytest.raises(ValueError, match="x"):
+        ql(x[:, :100])
+    ql.close()
