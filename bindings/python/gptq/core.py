@@ -478,19 +478,24 @@ class PackedTensors:
     def matmul(self, x, bias=None, ctx=None):
         """y = x * Wq^T (+ bias) straight from the packed tensors; x is [batch, in]
         (or [in]), y float32 [batch, out] (or [out])."""
-        x = as_input(x, np.float32, "x")
-        vector = x.ndim == 1
-        x2 = x.reshape(1, -1) if vector else x
-        if x2.ndim != 2 or x2.shape[1] != self.in_features:
-            raise ValueError("x: expected [batch, %d], got shape %s"
-                             % (self.in_features, x.shape))
+        x2, y, vector = _matmul_buffers(x, self.in_features, self.out_features)
         b = None
         if bias is not None:
             b = _check_array(bias, np.float32, (self.out_features,), "bias")
-        y = np.empty((x2.shape[0], self.out_features), dtype=np.float32)
         _call(ctx, _L.gptq_dequant_matmul, byref(self._c()), _ptr(x2, c_float), x2.shape[0],
               _ptr(b, c_float) if b is not None else None, _ptr(y, c_float))
         return y[0] if vector else y
+
+
+def _matmul_buffers(x, in_features, out_features):
+    """x as float32 [batch, in] (a vector [in] is one row), a new y [batch, out], and
+    whether x was a vector."""
+    x = as_input(x, np.float32, "x")
+    vector = x.ndim == 1
+    x2 = x.reshape(1, -1) if vector else x
+    if x2.ndim != 2 or x2.shape[1] != in_features:
+        raise ValueError("x: expected [batch, %d], got shape %s" % (in_features, x.shape))
+    return x2, np.empty((x2.shape[0], out_features), dtype=np.float32), vector
 
 
 class QLinear(_Handle):
@@ -540,13 +545,7 @@ class QLinear(_Handle):
 
     def __call__(self, x):
         """x [batch, in] (or [in]) -> float32 [batch, out] (or [out])."""
-        x = as_input(x, np.float32, "x")
-        vector = x.ndim == 1
-        x2 = x.reshape(1, -1) if vector else x
-        if x2.ndim != 2 or x2.shape[1] != self.in_features:
-            raise ValueError("x: expected [batch, %d], got shape %s"
-                             % (self.in_features, x.shape))
-        y = np.empty((x2.shape[0], self.out_features), dtype=np.float32)
+        x2, y, vector = _matmul_buffers(x, self.in_features, self.out_features)
         self._ctx.check(_L.gptq_qlinear_forward(self._ctx.handle, self.handle,
                                                 _ptr(x2, c_float), x2.shape[0],
                                                 _ptr(y, c_float)))
