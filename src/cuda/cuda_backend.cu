@@ -50,12 +50,6 @@ static int solver_fail(gptq_ctx *ctx, cusolverStatus_t s, const char *call)
                               (int)s);
 }
 
-#define CU_TRY(ctx, call)                                  \
-    do {                                                   \
-        cudaError_t cu_e_ = (call);                        \
-        if (cu_e_ != cudaSuccess)                          \
-            return gptq_cu_fail((ctx), cu_e_, #call);      \
-    } while (0)
 #define BLAS_TRY(ctx, call)                                \
     do {                                                   \
         cublasStatus_t cu_s_ = (call);                     \

@@ -51,6 +51,15 @@ cu_state *gptq_cu_state(gptq_ctx *ctx, int *status);
 /* Failures as libgptq statuses with a message naming the call and the vendor code. */
 int gptq_cu_fail(gptq_ctx *ctx, cudaError_t e, const char *call);
 
+/* Return gptq_cu_fail's status from the enclosing function when a CUDA runtime call
+ * fails. */
+#define CU_TRY(ctx, call)                                  \
+    do {                                                   \
+        cudaError_t cu_e_ = (call);                        \
+        if (cu_e_ != cudaSuccess)                          \
+            return gptq_cu_fail((ctx), cu_e_, #call);      \
+    } while (0)
+
 /* A scratch buffer of at least `bytes` (NULL after recording a failure). */
 void *gptq_cu_scratch(cu_state *st, int slot, size_t bytes, int *status);
 

@@ -175,13 +175,6 @@ __global__ void __launch_bounds__(TILE_ROWS * TILE_WARPS) quant_block_kernel(qb_
 
 /* ---- host side: stage the block's inputs, launch, bring the results back ------------- */
 
-#define CU_TRY(ctx, call)                                  \
-    do {                                                   \
-        cudaError_t cu_e_ = (call);                        \
-        if (cu_e_ != cudaSuccess)                          \
-            return gptq_cu_fail((ctx), cu_e_, #call);      \
-    } while (0)
-
 /* Host -> device copy of rows x cols elements with a host leading dimension. */
 static int put2d(cu_state *st, void *dst, const void *src, int64_t rows, int64_t cols,
                  int64_t src_ld, size_t elem)
