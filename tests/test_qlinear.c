@@ -20,19 +20,7 @@
 
 #include "gptq/gptq.h"
 #include "format/qlinear.h" /* white-box: the dequantizers of the large-batch path */
-
-static uint64_t rng_next(uint64_t *s) /* splitmix64 */
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static float rng_uniform(uint64_t *s) /* in [-1, 1) */
-{
-    return (float)((double)(rng_next(s) >> 11) * 0x1p-52 - 1.0);
-}
+#include "testrng.h"
 
 static gptq_ctx *new_ctx(int32_t threads)
 {
