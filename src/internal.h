@@ -108,9 +108,10 @@ void gptq__free(void *p);
 /* 1 if every value is finite. */
 int gptq__all_finite(const float *x, size_t n);
 
-/* Run fn(arg, begin, end) over [0, n) split into at most `threads` contiguous ranges,
- * on fresh threads (the calling thread takes the first range). No shared pool, no
- * global state. Falls back to serial when n is small or threads == 1. */
+/* Run fn(arg, begin, end) over [0, n) split into at most `threads` contiguous ranges
+ * (the same ranges whatever threads run them), the calling thread taking the first,
+ * the others on the process-wide worker pool (src/core/util.c), or on fresh threads
+ * when the pool is busy with another call. Serial when n is small or threads == 1. */
 typedef void (*gptq__range_fn)(void *arg, int64_t begin, int64_t end);
 void gptq__parallel_for(int32_t threads, int64_t n, int64_t min_per_thread, gptq__range_fn fn,
                         void *arg);
