@@ -149,6 +149,7 @@ typedef struct gemm_job {
     const gptq_qlinear *ql; /* quantized: the prepared weights instead of w */
     float *y;
     int64_t in, out;
+    int64_t rows;           /* gemm_out_slices: the rows of x */
     int failed;             /* a quantized range ran out of memory */
 } gemm_job;
 
@@ -169,6 +170,25 @@ static void gemm_rows(void *arg, int64_t r0, int64_t r1)
     }
 }
 
+/* Few rows of a float linear (generation: one row per token; short prompts): the
+ * outputs are split instead, in fixed slices of OUT_SLICE rows of W whatever the thread
+ * count, each slice one single-threaded SGEMV (one row) or SGEMM. */
+#define OUT_SLICE 256
+
+static void gemm_out_slices(void *arg, int64_t s0, int64_t s1)
+{
+    gemm_job *jb = arg;
+    const int64_t o0 = s0 * OUT_SLICE, o1 = s1 * OUT_SLICE < jb->out ? s1 * OUT_SLICE : jb->out;
+
+    if (jb->rows == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)(o1 - o0), (int)jb->in, 1.0f,
+                    jb->w + o0 * jb->in, (int)jb->in, jb->x, 1, 0.0f, jb->y + o0, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)jb->rows, (int)(o1 - o0),
+                    (int)jb->in, 1.0f, jb->x, (int)jb->in, jb->w + o0 * jb->in, (int)jb->in, 0.0f,
+                    jb->y + o0, (int)jb->out);
+}
+
 /* y[n, out] = x[n, in] * W[out, in]^T through CBLAS (row-major, B transposed), or
  * through a quantized linear's prepared weights (gptq_qlinear_forward).
  *
@@ -178,7 +198,8 @@ static void gemm_rows(void *arg, int64_t r0, int64_t r1)
  * idle workers spin (sched_yield) for a while after every threaded call, taking cores
  * from them (a fifth of the time of a pass on 2 cores). Every row's dot products are the
  * same whatever the split, so the results do not depend on it. A few rows (generation)
- * of a quantized linear go to its kernel whole, which splits the outputs instead. */
+ * of a quantized linear go to its kernel whole, which splits the outputs instead; a few
+ * rows of a float linear are split by output slices (gemm_out_slices). */
 static int rows_split(gptq_ctx *ctx, gemm_job *jb, int64_t n)
 {
     const int32_t threads = ctx_threads(ctx);
@@ -194,7 +215,13 @@ static int rows_split(gptq_ctx *ctx, gemm_job *jb, int64_t n)
      * the thread count either. */
     prev = openblas_get_num_threads();
     openblas_set_num_threads(1);
-    gptq__parallel_for(threads, n, 64, gemm_rows, jb);
+    if (!jb->ql && n < 2 * 64) {
+        jb->rows = n;
+        gptq__parallel_for(threads, (jb->out + OUT_SLICE - 1) / OUT_SLICE, 4, gemm_out_slices,
+                           jb);
+    } else {
+        gptq__parallel_for(threads, n, 64, gemm_rows, jb);
+    }
     openblas_set_num_threads(prev);
     if (jb->failed)
         return GPTQ_FAIL(ctx, GPTQ_ERR_OUT_OF_MEMORY,
