@@ -3,6 +3,7 @@
  *
  *   bench_layer [--out R] [--in C] [--bits B] [--group-size G] [--act-order]
  *               [--rows N] [--reps K] [--threads T] [--inverse fast|reference]
+ *               [--backend cpu|cuda] [--device N]
  *
  * W is heavy-tailed (Student-t-like) with lognormal row and column scales; X has
  * low-rank correlated structure, lognormal channel scales and a few outlier channels,
@@ -97,6 +98,7 @@ int main(int argc, char **argv)
 {
     int64_t R = 4096, C = 4096, rows = 8192;
     int bits = 4, gs = 128, act = 0, reps = 3, threads = 0, inverse = GPTQ_INVERSE_FAST;
+    int backend = GPTQ_BACKEND_CPU, device = 0;
     gptq_ctx_options o;
     gptq_ctx *ctx;
     gptq_hessian *h;
@@ -116,15 +118,20 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--threads")) threads = atoi(v), i++;
         else if (!strcmp(a, "--act-order")) act = 1;
         else if (!strcmp(a, "--inverse")) inverse = !strcmp(v, "reference"), i++;
+        else if (!strcmp(a, "--backend") && (!strcmp(v, "cpu") || !strcmp(v, "cuda")))
+            backend = !strcmp(v, "cuda") ? GPTQ_BACKEND_CUDA : GPTQ_BACKEND_CPU, i++;
+        else if (!strcmp(a, "--device")) device = atoi(v), i++;
         else {
             fprintf(stderr, "usage: bench_layer [--out R] [--in C] [--bits B] [--group-size G] "
                             "[--act-order] [--rows N] [--reps K] [--threads T] "
-                            "[--inverse fast|reference]\n");
+                            "[--inverse fast|reference] [--backend cpu|cuda] [--device N]\n");
             return 2;
         }
     }
     gptq_ctx_options_init(&o);
     o.threads = threads;
+    o.backend = backend;
+    o.device = device;
     if (gptq_ctx_create(&o, &ctx, err, sizeof err) != GPTQ_OK) {
         fprintf(stderr, "bench_layer: %s\n", err);
         return 1;

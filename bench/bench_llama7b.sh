@@ -5,7 +5,7 @@
 # decoder layer and the peak resident memory of `gptq quantize`.
 #
 #   bash bench/bench_llama7b.sh [--layers N] [--nsamples N] [--seqlen N] [--dtype f16]
-#                               [--dir DIR] [--keep]
+#                               [--dir DIR] [--keep] [--backend cpu|cuda|auto]
 #
 # Defaults: 2 layers (every layer has the same shapes, so the per-layer time and the
 # peak do not depend on the count: run --layers 4 to see it), 16 samples of 2048 tokens.
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-layers=2 nsamples=16 seqlen=2048 dtype=f16 dir="" keep=0
+layers=2 nsamples=16 seqlen=2048 dtype=f16 dir="" keep=0 backend=cpu
 while (($#)); do
     case $1 in
     --layers) layers=$2; shift 2 ;;
@@ -26,6 +26,7 @@ while (($#)); do
     --dtype) dtype=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
     --keep) keep=1; shift ;;
+    --backend) backend=$2; shift 2 ;;
     *) echo "bench_llama7b: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -45,6 +46,7 @@ trap 'rm -f "$log"; ((keep)) || rm -rf "$dir" "$dir-gptq"' EXIT
 
 /usr/bin/time -v -o "$log.time" "$gptq" quantize "$dir" -o "$dir-gptq" \
     --calib "$dir/calib.safetensors" --nsamples "$nsamples" --seqlen "$seqlen" --force --json \
+    --backend "$backend" \
     >"$log"
 peak_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log.time")
 rm -f "$log.time"

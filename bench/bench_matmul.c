@@ -18,6 +18,9 @@
  * One line per kernel, then a machine-readable last line for the auto kernel:
  *   bench_matmul out=4096 in=4096 bits=4 group=128 act=0 batch=1 us=.. gbps=..
  *                blas_us=.. speedup=..
+ *
+ * CPU kernels only, on a CPU context, by design (it links CBLAS itself). The GPU
+ * kernels are measured by `gptq bench matmul --backend cuda`, against cuBLAS float16.
  */
 #include <cblas.h>
 #include <math.h>

@@ -22,9 +22,11 @@
 
 #include "internal.h"
 
-/* Bumped whenever the layout of gptq_backend or gptq_block_args changes; a module
- * built for another version is refused at load time. */
-#define GPTQ_BACKEND_ABI 1
+/* Bumped whenever the layout of gptq_backend or gptq_block_args changes, or that of
+ * struct gptq_qlinear (src/format/qlinear.h), which the module reads through the ql_*
+ * slots; a module built for another version is refused at load time.
+ * 2: the ql_* slots, synchronize and device_bandwidth. */
+#define GPTQ_BACKEND_ABI 2
 
 /* Name of the symbol libgptq-cuda.so exports:
  *     const gptq_backend *NAME(const gptq_host_services *host);
@@ -121,6 +123,37 @@ typedef struct gptq_backend {
     /* 1 if quantize_block may run on a second host thread while the first calls gemm
      * on other columns of the same buffers (the core then overlaps them). */
     int32_t overlap_block_gemm;
+
+    /* ---- prepared quantized linears (gptq_qlinear, src/format/qlinear.c) ----------
+     * All NULL in the CPU table: a handle made with a CPU context stays on the host.
+     * The module reads struct gptq_qlinear (src/format/qlinear.h) directly, so its
+     * layout is part of GPTQ_BACKEND_ABI. `dev` is the backend's device copy of one
+     * handle; it is only read after ql_prepare, so contexts on the same device may use
+     * it (each on its own stream). */
+
+    /* Upload ql's host layout (and any kernel-specific layout) to ctx's device;
+     * synchronous. *dev receives the copy (NULL on failure, with the message set). */
+    int (*ql_prepare)(gptq_ctx *ctx, const struct gptq_qlinear *ql, void **dev);
+    /* Free a device copy (no context: the copy knows its device). NULL is fine. */
+    void (*ql_release)(void *dev);
+    /* GPTQ_OK if `kernel` (a GPU kernel or AUTO) can run this layer, else
+     * NOT_SUPPORTED with the reason recorded on ctx. */
+    int (*ql_kernel_check)(gptq_ctx *ctx, const void *dev, int32_t kernel);
+    /* y[batch][R] = x[batch][C] * Wq^T + bias with `kernel` (a GPU kernel or AUTO,
+     * resolved per call). x_dtype/y_dtype: GPTQ_QLINEAR_DTYPE_*. device_pointers 0:
+     * x and y are host memory, staged, and the call returns with y written; 1: device
+     * memory of ctx's device (checked), the work is enqueued on ctx's stream. */
+    int (*ql_forward)(gptq_ctx *ctx, const struct gptq_qlinear *ql, const void *dev,
+                      int32_t kernel, const void *x, int32_t x_dtype, int64_t batch, void *y,
+                      int32_t y_dtype, int32_t device_pointers);
+    /* gptq_qlinear_bench_device (include/gptq/gptq.h) for this handle and kernel. */
+    int (*ql_bench)(gptq_ctx *ctx, const struct gptq_qlinear *ql, const void *dev,
+                    int32_t kernel, int64_t batch, int32_t iters, int32_t *resolved,
+                    double *seconds, double *fp16_seconds);
+    /* Wait for ctx's stream; an asynchronous failure becomes DEVICE with a message. */
+    int (*synchronize)(gptq_ctx *ctx);
+    /* Theoretical memory bandwidth of ctx's device, bytes per second. */
+    int (*device_bandwidth)(gptq_ctx *ctx, double *bytes_per_second);
 } gptq_backend;
 
 /* The CPU backend's table (src/cpu/cpu_backend.c). */

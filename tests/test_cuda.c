@@ -20,7 +20,9 @@
 
 #include "backend.h"
 #include "core/quantizer.h"
+#include "qlayer.h"
 #include "refcase.h"
+#include "testrng.h"
 
 /* ---- contexts ------------------------------------------------------------------------ */
 
@@ -137,8 +139,10 @@ Test(cuda, module_refuses_without_device)
     cr_assert(strstr(log.text, "using the CPU") != NULL, "%s", log.text);
     gptq_ctx_free(ctx);
 
-    cr_assert_eq(gptq_backend_available(GPTQ_BACKEND_CUDA, err, sizeof err), 0);
-    cr_assert(strstr(err, "CUDA backend: ") != NULL, "%s", err);
+    if (device == 0) { /* no GPU at all */
+        cr_assert_eq(gptq_backend_available(GPTQ_BACKEND_CUDA, err, sizeof err), 0);
+        cr_assert(strstr(err, "CUDA backend: ") != NULL, "%s", err);
+    }
     unsetenv("GPTQ_CUDA_MODULE_PATH");
 }
 
@@ -525,3 +529,240 @@ static void all_cases(int use_x, int inverse)
 Test(cuda, reference_cases_fast_inverse) { all_cases(0, GPTQ_INVERSE_FAST); }
 Test(cuda, reference_cases_reference_inverse) { all_cases(0, GPTQ_INVERSE_REFERENCE); }
 Test(cuda, reference_cases_hessian_from_x) { all_cases(1, GPTQ_INVERSE_FAST); }
+
+/* ---- prepared quantized linears on the GPU (src/cuda/qlinear*.cu) ---------------------- */
+
+static const int32_t gpu_kernels[] = {GPTQ_QLINEAR_KERNEL_CUDA_GEMV, GPTQ_QLINEAR_KERNEL_CUDA_MMA,
+                                      GPTQ_QLINEAR_KERNEL_CUDA_CUBLAS, GPTQ_QLINEAR_KERNEL_AUTO};
+
+/* Every GPU kernel against the float64 reference within its stated bound; prints the
+ * largest error as a share of the bound. MMA must refuse exactly the layers it cannot
+ * run (mma_ok 0) and run the others. */
+static void gpu_layer(gptq_ctx *g, const qlayer *L, int mma_ok, const char *what, uint64_t seed)
+{
+    static const int64_t batches[] = {1, 3, 8, 9, 17, 64, 100};
+    const int64_t R = L->R, C = L->C;
+    gptq_qlinear *ql[2] = {NULL, NULL};
+    double worst[4] = {0, 0, 0, 0};
+
+    for (int b = 0; b < 2; b++)
+        cr_assert_eq(gptq_qlinear_create(g, &L->p, b ? L->bias : NULL, &ql[b]), GPTQ_OK, "%s: %s",
+                     what, gptq_ctx_last_error(g));
+    for (size_t n = 0; n < sizeof batches / sizeof batches[0]; n++) {
+        const int64_t batch = batches[n];
+        const int with_bias = (int)(n % 2);
+        float *x = malloc((size_t)(batch * C) * sizeof(float));
+        float *y = malloc((size_t)(batch * R) * sizeof(float));
+        double *ref = malloc((size_t)(batch * R) * sizeof(double));
+        double *tg = malloc((size_t)(batch * R) * sizeof(double));
+        double *th = malloc((size_t)(batch * R) * sizeof(double));
+        cr_assert(x && y && ref && tg && th);
+        for (int64_t i = 0; i < batch * C; i++)
+            x[i] = rng_uniform(&seed);
+        qlayer_reference(L, x, batch, with_bias, QLAYER_BOUND_GEMV, ref, tg);
+        qlayer_reference(L, x, batch, with_bias, QLAYER_BOUND_F16, ref, th);
+        for (size_t k = 0; k < 4; k++) {
+            const int32_t kern = gpu_kernels[k];
+            int rc = gptq_qlinear_set_kernel(g, ql[with_bias], kern);
+            char msg[256];
+            if (kern == GPTQ_QLINEAR_KERNEL_CUDA_MMA && !mma_ok) {
+                cr_assert_eq(rc, GPTQ_ERR_NOT_SUPPORTED, "%s: MMA accepted an ineligible layer",
+                             what);
+                cr_assert(strstr(gptq_ctx_last_error(g), "MMA kernel:") != NULL, "%s",
+                          gptq_ctx_last_error(g));
+                continue;
+            }
+            cr_assert_eq(rc, GPTQ_OK, "%s kernel %s: %s", what, gptq_qlinear_kernel_name(kern),
+                         gptq_ctx_last_error(g));
+            snprintf(msg, sizeof msg, "%s batch %lld bias %d kernel %s", what, (long long)batch,
+                     with_bias, gptq_qlinear_kernel_name(kern));
+            for (int64_t i = 0; i < batch * R; i++)
+                y[i] = NAN;
+            cr_assert_eq(gptq_qlinear_forward(g, ql[with_bias], x, batch, y), GPTQ_OK, "%s: %s",
+                         msg, gptq_ctx_last_error(g));
+            for (int64_t i = 0; i < batch * R; i++) {
+                /* AUTO may take either family: the larger bound. */
+                const double tol = kern == GPTQ_QLINEAR_KERNEL_CUDA_GEMV ? tg[i]
+                                   : kern == GPTQ_QLINEAR_KERNEL_AUTO    ? fmax(tg[i], th[i])
+                                                                         : th[i];
+                const double e = fabs((double)y[i] - ref[i]);
+                cr_assert(e <= tol, "%s: y[%lld] = %.9g, expected %.9g +- %.3g", msg,
+                          (long long)i, (double)y[i], ref[i], tol);
+                if (tol > 0)
+                    worst[k] = fmax(worst[k], e / tol);
+            }
+        }
+        free(x), free(y), free(ref), free(tg), free(th);
+    }
+    printf("%s: largest error / bound: gemv %.3f mma %s%.3f cublas %.3f auto %.3f\n", what,
+           worst[0], mma_ok ? "" : "(refused) ", worst[1], worst[2], worst[3]);
+    gptq_qlinear_free(ql[0]);
+    gptq_qlinear_free(ql[1]);
+}
+
+Test(cuda, qlinear_kernels_match_reference)
+{
+    static const int32_t bits[] = {2, 3, 4, 8};
+    static const int32_t gss[] = {-1, 128, 40};
+    gptq_ctx *g = cuda_ctx_or_skip(), *c = cpu_ctx();
+    uint64_t seed = 1234;
+
+    for (size_t b = 0; b < 4; b++)
+        for (size_t gi = 0; gi < 3; gi++)
+            for (int act = 0; act <= 1; act++)
+                for (int shape = 0; shape < 2; shape++) {
+                    /* 128 x 512: MMA-eligible for 4/8 bits with whole-16 group runs;
+                     * 200 x 392: rows not a multiple of 64, columns not of 32. */
+                    const int64_t R = shape ? 200 : 128, C = shape ? 392 : 512;
+                    const int mma_ok = !shape && (bits[b] == 4 || bits[b] == 8) && gss[gi] != 40;
+                    qlayer L;
+                    char what[128];
+                    qlayer_make(c, &L, bits[b], GPTQ_FORMAT_V1 + act, R, C, gss[gi], act,
+                                (int)(gi % 2), seed++);
+                    snprintf(what, sizeof what, "%lldx%lld b%d gs%d act%d", (long long)R,
+                             (long long)C, bits[b], gss[gi], act);
+                    gpu_layer(g, &L, mma_ok, what, seed++);
+                    qlayer_free(&L);
+                }
+    gptq_ctx_free(g), gptq_ctx_free(c);
+}
+
+/* Device-resident operands of every dtype give what the host path gives. */
+Test(cuda, qlinear_forward_device)
+{
+    gptq_ctx *g = cuda_ctx_or_skip(), *c = cpu_ctx();
+    const gptq_backend *be = g->backend;
+    const int64_t R = 192, C = 256, batch = 5;
+    qlayer L;
+    gptq_qlinear *ql = NULL;
+    float *x = malloc((size_t)(batch * C) * sizeof(float));
+    float *yh = malloc((size_t)(batch * R) * sizeof(float));
+    float *yd = malloc((size_t)(batch * R) * sizeof(float));
+    uint16_t *x16 = malloc((size_t)(batch * C) * 2), *xb16 = malloc((size_t)(batch * C) * 2);
+    uint16_t *y16 = malloc((size_t)(batch * R) * 2);
+    void *dx = be->buf_alloc(g, (size_t)(batch * C) * 4), *dy = be->buf_alloc(g, (size_t)(batch * R) * 4);
+    uint64_t seed = 77;
+
+    cr_assert(x && yh && yd && x16 && xb16 && y16 && dx && dy, "%s", gptq_ctx_last_error(g));
+    qlayer_make(c, &L, 4, GPTQ_FORMAT_V1, R, C, 128, 1, 0, 5);
+    cr_assert_eq(gptq_qlinear_create(g, &L.p, L.bias, &ql), GPTQ_OK, "%s", gptq_ctx_last_error(g));
+    /* Multiples of 1/64 in [-1, 1]: exact in float16 and bfloat16. */
+    for (int64_t i = 0; i < batch * C; i++) {
+        uint32_t u;
+        x[i] = (float)((int)(rng_next(&seed) % 129) - 64) / 64.0f;
+        x16[i] = gptq_fp32_to_fp16(x[i]);
+        memcpy(&u, &x[i], 4);
+        xb16[i] = (uint16_t)(u >> 16);
+    }
+    for (size_t k = 0; k < 4; k++) {
+        const int32_t kern = gpu_kernels[k];
+        cr_assert_eq(gptq_qlinear_set_kernel(g, ql, kern), GPTQ_OK, "%s", gptq_ctx_last_error(g));
+        cr_assert_eq(gptq_qlinear_forward(g, ql, x, batch, yh), GPTQ_OK, "%s",
+                     gptq_ctx_last_error(g));
+        for (int32_t dt = GPTQ_QLINEAR_DTYPE_F32; dt <= GPTQ_QLINEAR_DTYPE_BF16; dt++) {
+            const void *src = dt == GPTQ_QLINEAR_DTYPE_F32 ? (const void *)x
+                              : dt == GPTQ_QLINEAR_DTYPE_F16 ? (const void *)x16
+                                                             : (const void *)xb16;
+            const size_t xs = dt == GPTQ_QLINEAR_DTYPE_F32 ? 4 : 2;
+            cr_assert_eq(be->upload(g, dx, src, (size_t)(batch * C) * xs), GPTQ_OK);
+            /* float32 out: the very bits of the host path */
+            cr_assert_eq(gptq_qlinear_forward_device(g, ql, dx, dt, batch, dy,
+                                                     GPTQ_QLINEAR_DTYPE_F32),
+                         GPTQ_OK, "%s", gptq_ctx_last_error(g));
+            cr_assert_eq(gptq_ctx_synchronize(g), GPTQ_OK, "%s", gptq_ctx_last_error(g));
+            cr_assert_eq(be->download(g, yd, dy, (size_t)(batch * R) * 4), GPTQ_OK);
+            cr_assert(memcmp(yd, yh, (size_t)(batch * R) * 4) == 0, "kernel %s dtype %d",
+                      gptq_qlinear_kernel_name(kern), dt);
+            /* float16 out: the float32 result rounded once */
+            cr_assert_eq(gptq_qlinear_forward_device(g, ql, dx, dt, batch, dy,
+                                                     GPTQ_QLINEAR_DTYPE_F16),
+                         GPTQ_OK, "%s", gptq_ctx_last_error(g));
+            cr_assert_eq(gptq_ctx_synchronize(g), GPTQ_OK);
+            cr_assert_eq(be->download(g, y16, dy, (size_t)(batch * R) * 2), GPTQ_OK);
+            for (int64_t i = 0; i < batch * R; i++)
+                cr_assert_eq(y16[i], gptq_fp32_to_fp16(yh[i]), "kernel %s dtype %d y[%lld]",
+                             gptq_qlinear_kernel_name(kern), dt, (long long)i);
+        }
+    }
+    /* Refusals: host memory, bad dtypes, batch 0. */
+    cr_expect_eq(gptq_qlinear_forward_device(g, ql, x, GPTQ_QLINEAR_DTYPE_F32, batch, dy,
+                                             GPTQ_QLINEAR_DTYPE_F32),
+                 GPTQ_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(gptq_ctx_last_error(g), "x is not device") != NULL, "%s",
+              gptq_ctx_last_error(g));
+    cr_expect_eq(gptq_qlinear_forward_device(g, ql, dx, 7, batch, dy, GPTQ_QLINEAR_DTYPE_F32),
+                 GPTQ_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(gptq_qlinear_forward_device(g, ql, dx, GPTQ_QLINEAR_DTYPE_F32, batch, dy,
+                                             GPTQ_QLINEAR_DTYPE_BF16),
+                 GPTQ_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(gptq_qlinear_forward_device(g, ql, dx, GPTQ_QLINEAR_DTYPE_F32, 0, dy,
+                                             GPTQ_QLINEAR_DTYPE_F32),
+                 GPTQ_ERR_INVALID_ARGUMENT);
+    gptq_qlinear_free(ql);
+    qlayer_free(&L);
+    be->buf_free(g, dx), be->buf_free(g, dy);
+    free(x), free(yh), free(yd), free(x16), free(xb16), free(y16);
+    gptq_ctx_free(g), gptq_ctx_free(c);
+}
+
+/* A GPU handle with the wrong context, a CPU kernel forced on it, MMA on 3 bits. */
+Test(cuda, qlinear_gpu_handle_rules)
+{
+    gptq_ctx *g = cuda_ctx_or_skip(), *c = cpu_ctx();
+    const int64_t R = 64, C = 128;
+    qlayer L;
+    gptq_qlinear *ql = NULL, *q3 = NULL;
+    float x[128], yg[64], yc[64];
+    uint64_t seed = 9;
+
+    for (int i = 0; i < C; i++)
+        x[i] = rng_uniform(&seed);
+    qlayer_make(c, &L, 4, GPTQ_FORMAT_V1, R, C, 32, 0, 1, 6);
+    cr_assert_eq(gptq_qlinear_create(g, &L.p, L.bias, &ql), GPTQ_OK, "%s", gptq_ctx_last_error(g));
+    cr_expect_eq(gptq_qlinear_forward(NULL, ql, x, 1, yg), GPTQ_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(gptq_qlinear_forward(c, ql, x, 1, yg), GPTQ_ERR_INVALID_ARGUMENT);
+    cr_expect(strstr(gptq_ctx_last_error(c), "pass a CUDA context") != NULL, "%s",
+              gptq_ctx_last_error(c));
+    /* A CPU kernel runs on the host from the host layout, with any context. */
+    cr_assert_eq(gptq_qlinear_set_kernel(g, ql, GPTQ_QLINEAR_KERNEL_PORTABLE), GPTQ_OK);
+    cr_assert_eq(gptq_qlinear_forward(c, ql, x, 1, yc), GPTQ_OK, "%s", gptq_ctx_last_error(c));
+    cr_assert_eq(gptq_qlinear_set_kernel(g, ql, GPTQ_QLINEAR_KERNEL_CUDA_GEMV), GPTQ_OK);
+    cr_assert_eq(gptq_qlinear_forward(g, ql, x, 1, yg), GPTQ_OK, "%s", gptq_ctx_last_error(g));
+    cr_expect_lt(max_rel_diff(yg, yc, (size_t)R), 1e-5);
+    qlayer_free(&L);
+    qlayer_make(c, &L, 3, GPTQ_FORMAT_V1, R, C, 32, 0, 1, 7);
+    cr_assert_eq(gptq_qlinear_create(g, &L.p, NULL, &q3), GPTQ_OK, "%s", gptq_ctx_last_error(g));
+    cr_expect_eq(gptq_qlinear_set_kernel(g, q3, GPTQ_QLINEAR_KERNEL_CUDA_MMA),
+                 GPTQ_ERR_NOT_SUPPORTED);
+    cr_expect(strstr(gptq_ctx_last_error(g), "4- and 8-bit") != NULL, "%s", gptq_ctx_last_error(g));
+    cr_expect_eq(gptq_qlinear_kernel(q3), GPTQ_QLINEAR_KERNEL_AUTO);
+    gptq_qlinear_free(ql), gptq_qlinear_free(q3);
+    qlayer_free(&L);
+    gptq_ctx_free(g), gptq_ctx_free(c);
+}
+
+/* The benchmark entry point runs and reports plausible figures (not a timing test). */
+Test(cuda, qlinear_bench_device)
+{
+    gptq_ctx *g = cuda_ctx_or_skip(), *c = cpu_ctx();
+    qlayer L;
+    gptq_qlinear *ql = NULL;
+    double bw = 0, s = 0, s16 = 0;
+    int32_t k = -1;
+
+    qlayer_make(c, &L, 4, GPTQ_FORMAT_V1, 1024, 1024, 128, 0, 1, 8);
+    cr_assert_eq(gptq_qlinear_create(g, &L.p, NULL, &ql), GPTQ_OK, "%s", gptq_ctx_last_error(g));
+    cr_assert_eq(gptq_ctx_device_bandwidth(g, &bw), GPTQ_OK, "%s", gptq_ctx_last_error(g));
+    cr_expect_gt(bw, 1e11);
+    for (int64_t batch = 1; batch <= 64; batch *= 8) {
+        cr_assert_eq(gptq_qlinear_bench_device(g, ql, batch, 20, &k, &s, &s16), GPTQ_OK, "%s",
+                     gptq_ctx_last_error(g));
+        printf("bench 1024x1024 4-bit g128 batch %lld: %s %.2f us, fp16 cuBLAS %.2f us\n",
+               (long long)batch, gptq_qlinear_kernel_name(k), s * 1e6, s16 * 1e6);
+        cr_expect(s > 0 && s16 > 0);
+        cr_expect(k >= GPTQ_QLINEAR_KERNEL_CUDA_GEMV && k <= GPTQ_QLINEAR_KERNEL_CUDA_CUBLAS);
+    }
+    gptq_qlinear_free(ql);
+    qlayer_free(&L);
+    gptq_ctx_free(g), gptq_ctx_free(c);
+}

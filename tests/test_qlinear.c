@@ -20,6 +20,7 @@
 
 #include "gptq/gptq.h"
 #include "format/qlinear.h" /* white-box: the dequantizers of the large-batch path */
+#include "qlayer.h"
 #include "testrng.h"
 
 static gptq_ctx *new_ctx(int32_t threads)
@@ -37,138 +38,8 @@ static const int32_t all_kernels[] = {GPTQ_QLINEAR_KERNEL_PORTABLE, GPTQ_QLINEAR
                                       GPTQ_QLINEAR_KERNEL_AUTO};
 #define NKERNELS (sizeof all_kernels / sizeof all_kernels[0])
 
-/* A random layer: codes, zero points (sym: 2^(bits-1)), float16-exact scales, g_idx of
- * `gs`-wide groups (shuffled for act-order), packed CLEAN as v1 or v2. */
-typedef struct layer {
-    int32_t bits;
-    int64_t R, C, ng;
-    int32_t *codes, *zeros, *g_idx;
-    float *scales;          /* float16-exact */
-    float *bias;            /* [R] */
-    gptq_packed p;
-} layer;
-
-static void layer_make(gptq_ctx *ctx, layer *L, int32_t bits, int32_t format, int64_t R,
-                       int64_t C, int32_t gs, int act, int sym, uint64_t seed)
-{
-    const int64_t ng = gs < 0 ? 1 : (C + gs - 1) / gs;
-    const int32_t maxq = (1 << bits) - 1;
-    int64_t qw[2], qz[2];
-    gptq_unpacked u;
-
-    memset(L, 0, sizeof *L);
-    L->bits = bits;
-    L->R = R;
-    L->C = C;
-    L->ng = ng;
-    L->codes = malloc((size_t)(R * C) * sizeof(int32_t));
-    L->zeros = malloc((size_t)(ng * R) * sizeof(int32_t));
-    L->g_idx = malloc((size_t)C * sizeof(int32_t));
-    L->scales = malloc((size_t)(ng * R) * sizeof(float));
-    L->bias = malloc((size_t)R * sizeof(float));
-    cr_assert(L->codes && L->zeros && L->g_idx && L->scales && L->bias);
-    for (int64_t i = 0; i < R * C; i++)
-        L->codes[i] = (int32_t)(rng_next(&seed) % (uint64_t)(maxq + 1));
-    for (int64_t i = 0; i < ng * R; i++) {
-        L->zeros[i] = sym ? 1 << (bits - 1) : (int32_t)(rng_next(&seed) % (uint64_t)(maxq + 1));
-        L->scales[i] =
-            gptq_fp16_to_fp32(gptq_fp32_to_fp16(0.01f + 0.05f * fabsf(rng_uniform(&seed))));
-    }
-    if (!sym) {
-        L->zeros[0] = 0; /* v1's awkward value and the top of the range */
-        L->zeros[ng * R - 1] = maxq;
-    }
-    for (int64_t j = 0; j < C; j++)
-        L->g_idx[j] = gs < 0 ? 0 : (int32_t)(j / gs);
-    if (act)
-        for (int64_t j = C - 1; j > 0; j--) {
-            int64_t k = (int64_t)(rng_next(&seed) % (uint64_t)(j + 1));
-            int32_t t = L->g_idx[j];
-            L->g_idx[j] = L->g_idx[k];
-            L->g_idx[k] = t;
-        }
-    for (int64_t r = 0; r < R; r++)
-        L->bias[r] = rng_uniform(&seed);
-
-    cr_assert_eq(gptq_packed_shape(bits, R, C, ng, qw, qz), GPTQ_OK);
-    L->p.bits = bits;
-    L->p.format = format;
-    L->p.out_features = R;
-    L->p.in_features = C;
-    L->p.ngroups = ng;
-    L->p.qweight = malloc((size_t)(qw[0] * qw[1]) * sizeof(int32_t));
-    L->p.qzeros = malloc((size_t)(qz[0] * qz[1]) * sizeof(int32_t));
-    L->p.scales = malloc((size_t)(ng * R) * sizeof(uint16_t));
-    L->p.g_idx = malloc((size_t)C * sizeof(int32_t));
-    cr_assert(L->p.qweight && L->p.qzeros && L->p.scales && L->p.g_idx);
-    memset(&u, 0, sizeof u);
-    u.bits = bits;
-    u.group_size = gs;
-    u.out_features = R;
-    u.in_features = C;
-    u.ngroups = ng;
-    u.codes = L->codes;
-    u.scales = L->scales;
-    u.zeros = L->zeros;
-    u.g_idx = L->g_idx;
-    cr_assert_eq(gptq_pack(ctx, &u, GPTQ_PACK_CLEAN, &L->p), GPTQ_OK, "%s",
-                 gptq_ctx_last_error(ctx));
-}
-
-static void layer_free(layer *L)
-{
-    free(L->codes);
-    free(L->zeros);
-    free(L->g_idx);
-    free(L->scales);
-    free(L->bias);
-    free(L->p.qweight);
-    free(L->p.qzeros);
-    free(L->p.scales);
-    free(L->p.g_idx);
-}
-
-/* Reference y (float64) and the bound of every output. */
-static void reference(const layer *L, const float *x, int64_t batch, int with_bias, double *ref,
-                      double *tol)
-{
-    const int64_t R = L->R, C = L->C;
-    int64_t ns = 0;
-    char *used = calloc((size_t)L->ng, 1);
-
-    cr_assert(used);
-    for (int64_t j = 0; j < C; j++)
-        if (!used[L->g_idx[j]]) {
-            used[L->g_idx[j]] = 1;
-            ns++;
-        }
-    free(used);
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t r = 0; r < R; r++) {
-            double y = with_bias ? L->bias[r] : 0.0, mag = with_bias ? fabs(L->bias[r]) : 0.0;
-            for (int64_t j = 0; j < C; j++) {
-                const int64_t g = L->g_idx[j];
-                const double s = L->scales[g * R + r], xv = x[b * C + j];
-                const int32_t q = L->codes[r * C + j], z = L->zeros[g * R + r];
-                y += xv * s * (q - z);
-                mag += fabs(xv) * s * (q + z);
-            }
-            ref[b * R + r] = y;
-            tol[b * R + r] = (double)(C + 2 * ns + 4) * 0x1p-24 * mag;
-        }
-}
-
-static void check(const double *ref, const double *tol, const float *y, int64_t n,
-                  const char *what)
-{
-    for (int64_t i = 0; i < n; i++)
-        cr_assert(fabs((double)y[i] - ref[i]) <= tol[i],
-                  "%s: y[%lld] = %.9g, expected %.9g +- %.3g", what, (long long)i, (double)y[i],
-                  ref[i], tol[i]);
-}
-
 /* Every available kernel on one layer for every batch size. */
-static void run_layer(gptq_ctx *ctx, const layer *L, const char *what, uint64_t seed)
+static void run_layer(gptq_ctx *ctx, const qlayer *L, const char *what, uint64_t seed)
 {
     static const int64_t batches[] = {1, 2, 3, 4, 7, 16, 33, 64};
     gptq_qlinear *ql[2] = {NULL, NULL};
@@ -191,7 +62,7 @@ static void run_layer(gptq_ctx *ctx, const layer *L, const char *what, uint64_t 
         cr_assert(x && y && ref && tol);
         for (int64_t i = 0; i < batch * C; i++)
             x[i] = rng_uniform(&seed);
-        reference(L, x, batch, with_bias, ref, tol);
+        qlayer_reference(L, x, batch, with_bias, QLAYER_BOUND_CPU, ref, tol);
         for (size_t k = 0; k < NKERNELS; k++) {
             char msg[256];
             if (!gptq_qlinear_kernel_available(all_kernels[k]))
@@ -203,7 +74,7 @@ static void run_layer(gptq_ctx *ctx, const layer *L, const char *what, uint64_t 
                 y[i] = NAN;
             cr_assert_eq(gptq_qlinear_forward(ctx, ql[with_bias], x, batch, y), GPTQ_OK, "%s: %s",
                          msg, gptq_ctx_last_error(ctx));
-            check(ref, tol, y, batch * R, msg);
+            qlayer_check(ref, tol, y, batch * R, msg);
         }
         free(x);
         free(y);
@@ -226,7 +97,13 @@ Test(qlinear, kernels_on_cpu)
     cr_expect_eq(gptq_qlinear_kernel_available(GPTQ_QLINEAR_KERNEL_PORTABLE), 1);
     cr_expect_eq(gptq_qlinear_kernel_available(GPTQ_QLINEAR_KERNEL_SGEMM), 1);
     cr_expect_eq(gptq_qlinear_kernel_available(GPTQ_QLINEAR_KERNEL_AUTO), 1);
-    cr_expect_eq(gptq_qlinear_kernel_available(5), 0);
+    cr_expect_eq(gptq_qlinear_kernel_available(8), 0);
+    for (int32_t k = GPTQ_QLINEAR_KERNEL_CUDA_GEMV; k <= GPTQ_QLINEAR_KERNEL_CUDA_CUBLAS; k++)
+        cr_expect_eq(gptq_qlinear_kernel_available(k),
+                     gptq_backend_available(GPTQ_BACKEND_CUDA, NULL, 0));
+    cr_expect_str_eq(gptq_qlinear_kernel_name(GPTQ_QLINEAR_KERNEL_CUDA_GEMV), "cuda_gemv");
+    cr_expect_str_eq(gptq_qlinear_kernel_name(GPTQ_QLINEAR_KERNEL_CUDA_MMA), "cuda_mma");
+    cr_expect_str_eq(gptq_qlinear_kernel_name(GPTQ_QLINEAR_KERNEL_CUDA_CUBLAS), "cuda_cublas");
     cr_expect_eq(gptq_qlinear_kernel_available(-1), 0);
     cr_expect_str_eq(gptq_qlinear_kernel_name(GPTQ_QLINEAR_KERNEL_AVX512), "avx512");
     cr_expect_str_eq(gptq_qlinear_kernel_name(GPTQ_QLINEAR_KERNEL_PORTABLE), "portable");
@@ -247,13 +124,13 @@ Test(qlinear, matches_reference_everywhere)
             for (int act = 0; act <= 1; act++)
                 for (int sym = 0; sym <= 1; sym++)
                     for (int32_t fmt = GPTQ_FORMAT_V1; fmt <= GPTQ_FORMAT_V2; fmt++) {
-                        layer L;
+                        qlayer L;
                         char what[128];
-                        layer_make(ctx, &L, bits[b], fmt, 40, 256, gss[g], act, sym, seed++);
+                        qlayer_make(ctx, &L, bits[b], fmt, 40, 256, gss[g], act, sym, seed++);
                         snprintf(what, sizeof what, "40x256 b%d gs%d act%d sym%d v%d", bits[b],
                                  gss[g], act, sym, fmt);
                         run_layer(ctx, &L, what, seed++);
-                        layer_free(&L);
+                        qlayer_free(&L);
                     }
     gptq_ctx_free(ctx);
 }
@@ -275,14 +152,14 @@ Test(qlinear, odd_shapes)
     uint64_t seed = 7;
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        layer L;
+        qlayer L;
         char what[128];
-        layer_make(ctx, &L, cases[i].bits, GPTQ_FORMAT_V1 + (int32_t)(i % 2), cases[i].R,
+        qlayer_make(ctx, &L, cases[i].bits, GPTQ_FORMAT_V1 + (int32_t)(i % 2), cases[i].R,
                    cases[i].C, cases[i].gs, cases[i].act, (int)(i % 3 == 0), seed++);
         snprintf(what, sizeof what, "%lldx%lld b%d gs%d act%d", (long long)cases[i].R,
                  (long long)cases[i].C, cases[i].bits, cases[i].gs, cases[i].act);
         run_layer(ctx, &L, what, seed++);
-        layer_free(&L);
+        qlayer_free(&L);
     }
     gptq_ctx_free(ctx);
 }
@@ -291,28 +168,28 @@ Test(qlinear, odd_shapes)
 Test(qlinear, sparse_and_unsorted_g_idx)
 {
     gptq_ctx *ctx = new_ctx(2);
-    layer L;
+    qlayer L;
 
-    layer_make(ctx, &L, 4, GPTQ_FORMAT_V2, 24, 160, 32, 0, 0, 99);
+    qlayer_make(ctx, &L, 4, GPTQ_FORMAT_V2, 24, 160, 32, 0, 0, 99);
     for (int64_t j = 0; j < L.C; j++)
         L.g_idx[j] = (int32_t)((j * 7) % 5 == 1 ? 1 : ((j * 7) % 5 == 3 ? 3 : 4));
     memcpy(L.p.g_idx, L.g_idx, (size_t)L.C * sizeof(int32_t));
     /* the codes are packed already; only g_idx changed, so the reference uses it too */
     run_layer(ctx, &L, "sparse g_idx", 5);
-    layer_free(&L);
+    qlayer_free(&L);
     gptq_ctx_free(ctx);
 }
 
 Test(qlinear, thread_count_does_not_change_results)
 {
     gptq_ctx *c1 = new_ctx(1), *c2 = new_ctx(2), *c5 = new_ctx(5);
-    layer L;
+    qlayer L;
     const int64_t batch = 5;
     gptq_qlinear *ql;
     uint64_t seed = 3;
 
     /* Large enough that the fused path really splits its tiles over threads. */
-    layer_make(c1, &L, 4, GPTQ_FORMAT_V1, 1024, 2048, 128, 1, 0, 11);
+    qlayer_make(c1, &L, 4, GPTQ_FORMAT_V1, 1024, 2048, 128, 1, 0, 11);
     cr_assert_eq(gptq_qlinear_create(c5, &L.p, L.bias, &ql), GPTQ_OK);
     {
         float *x = malloc((size_t)(batch * L.C) * sizeof(float));
@@ -356,7 +233,7 @@ Test(qlinear, thread_count_does_not_change_results)
         gptq_qlinear_free(q1);
     }
     gptq_qlinear_free(ql);
-    layer_free(&L);
+    qlayer_free(&L);
     gptq_ctx_free(c1);
     gptq_ctx_free(c2);
     gptq_ctx_free(c5);
@@ -366,14 +243,14 @@ Test(qlinear, thread_count_does_not_change_results)
 Test(qlinear, half_precision_inputs)
 {
     gptq_ctx *ctx = new_ctx(2);
-    layer L;
+    qlayer L;
     gptq_qlinear *ql;
     const int64_t batch = 3;
     uint16_t xh[3 * 192], xb[3 * 192];
     float xf[3 * 192], xbf[3 * 192], y1[3 * 48], y2[3 * 48];
     uint64_t seed = 8;
 
-    layer_make(ctx, &L, 4, GPTQ_FORMAT_V1, 48, 192, 64, 1, 0, 12);
+    qlayer_make(ctx, &L, 4, GPTQ_FORMAT_V1, 48, 192, 64, 1, 0, 12);
     cr_assert_eq(gptq_qlinear_create(ctx, &L.p, L.bias, &ql), GPTQ_OK);
     for (int64_t i = 0; i < batch * 192; i++) {
         float v = rng_uniform(&seed) * 3.0f;
@@ -399,7 +276,7 @@ Test(qlinear, half_precision_inputs)
                      gptq_qlinear_kernel_name(all_kernels[k]));
     }
     gptq_qlinear_free(ql);
-    layer_free(&L);
+    qlayer_free(&L);
     gptq_ctx_free(ctx);
 }
 
@@ -407,12 +284,12 @@ Test(qlinear, half_precision_inputs)
 Test(qlinear, nan_input_propagates)
 {
     gptq_ctx *ctx = new_ctx(2);
-    layer L;
+    qlayer L;
     gptq_qlinear *ql;
     float x[3 * 128], y[3 * 20], yref[3 * 20];
     uint64_t seed = 21;
 
-    layer_make(ctx, &L, 4, GPTQ_FORMAT_V2, 20, 128, 32, 1, 0, 13);
+    qlayer_make(ctx, &L, 4, GPTQ_FORMAT_V2, 20, 128, 32, 1, 0, 13);
     cr_assert_eq(gptq_qlinear_create(ctx, &L.p, L.bias, &ql), GPTQ_OK);
     for (int i = 0; i < 3 * 128; i++)
         x[i] = rng_uniform(&seed);
@@ -432,7 +309,7 @@ Test(qlinear, nan_input_propagates)
         }
     }
     gptq_qlinear_free(ql);
-    layer_free(&L);
+    qlayer_free(&L);
     gptq_ctx_free(ctx);
 }
 
@@ -440,12 +317,12 @@ Test(qlinear, nan_input_propagates)
 Test(qlinear, dequant_matmul_agrees)
 {
     gptq_ctx *ctx = new_ctx(2);
-    layer L;
+    qlayer L;
     gptq_qlinear *ql;
     static const int64_t batches[] = {1, 5, 40};
     uint64_t seed = 5;
 
-    layer_make(ctx, &L, 3, GPTQ_FORMAT_V1, 70, 320, 64, 1, 0, 14);
+    qlayer_make(ctx, &L, 3, GPTQ_FORMAT_V1, 70, 320, 64, 1, 0, 14);
     cr_assert_eq(gptq_qlinear_create(ctx, &L.p, L.bias, &ql), GPTQ_OK);
     for (size_t n = 0; n < 3; n++) {
         const int64_t batch = batches[n];
@@ -464,18 +341,18 @@ Test(qlinear, dequant_matmul_agrees)
         free(y2);
     }
     gptq_qlinear_free(ql);
-    layer_free(&L);
+    qlayer_free(&L);
     gptq_ctx_free(ctx);
 }
 
 Test(qlinear, weight_bytes)
 {
     gptq_ctx *ctx = new_ctx(1);
-    layer L;
+    qlayer L;
     gptq_qlinear *ql, *qb;
 
     /* 2 tiles x 16 rows x (32 blocks x 4 bytes + 2 groups x (2 + 1) bytes) */
-    layer_make(ctx, &L, 4, GPTQ_FORMAT_V1, 32, 256, 128, 0, 1, 15);
+    qlayer_make(ctx, &L, 4, GPTQ_FORMAT_V1, 32, 256, 128, 0, 1, 15);
     cr_assert_eq(gptq_qlinear_create(ctx, &L.p, NULL, &ql), GPTQ_OK);
     cr_assert_eq(gptq_qlinear_create(ctx, &L.p, L.bias, &qb), GPTQ_OK);
     cr_expect_eq(gptq_qlinear_weight_bytes(ql), 32u * (32u * 4u + 2u * 3u));
@@ -483,17 +360,17 @@ Test(qlinear, weight_bytes)
     cr_expect_eq(gptq_qlinear_weight_bytes(NULL), 0u);
     gptq_qlinear_free(ql);
     gptq_qlinear_free(qb);
-    layer_free(&L);
+    qlayer_free(&L);
     gptq_ctx_free(ctx);
 }
 
 Test(qlinear, kernel_from_environment)
 {
     gptq_ctx *ctx = new_ctx(1);
-    layer L;
+    qlayer L;
     gptq_qlinear *ql;
 
-    layer_make(ctx, &L, 2, GPTQ_FORMAT_V1, 16, 64, 32, 0, 1, 16);
+    qlayer_make(ctx, &L, 2, GPTQ_FORMAT_V1, 16, 64, 32, 0, 1, 16);
     cr_assert_eq(setenv("GPTQ_QLINEAR_KERNEL", "portable", 1), 0);
     cr_assert_eq(gptq_qlinear_create(ctx, &L.p, NULL, &ql), GPTQ_OK);
     cr_expect_eq(gptq_qlinear_kernel(ql), GPTQ_QLINEAR_KERNEL_PORTABLE);
@@ -510,18 +387,18 @@ Test(qlinear, kernel_from_environment)
     cr_assert_eq(gptq_qlinear_create(ctx, &L.p, NULL, &ql), GPTQ_OK);
     cr_expect_eq(gptq_qlinear_kernel(ql), GPTQ_QLINEAR_KERNEL_AUTO);
     gptq_qlinear_free(ql);
-    layer_free(&L);
+    qlayer_free(&L);
     gptq_ctx_free(ctx);
 }
 
 Test(qlinear, rejects_bad_arguments)
 {
     gptq_ctx *ctx = new_ctx(1);
-    layer L;
+    qlayer L;
     gptq_qlinear *ql = NULL, *bad = (gptq_qlinear *)&L;
     float x[64] = {0}, y[32];
 
-    layer_make(ctx, &L, 4, GPTQ_FORMAT_V1, 32, 64, 32, 0, 0, 17);
+    qlayer_make(ctx, &L, 4, GPTQ_FORMAT_V1, 32, 64, 32, 0, 0, 17);
     cr_expect_eq(gptq_qlinear_create(ctx, NULL, NULL, &ql), GPTQ_ERR_INVALID_ARGUMENT);
     cr_expect_eq(gptq_qlinear_create(ctx, &L.p, NULL, NULL), GPTQ_ERR_INVALID_ARGUMENT);
     cr_expect(strstr(gptq_ctx_last_error(ctx), "out is NULL") != NULL);
@@ -581,7 +458,7 @@ Test(qlinear, rejects_bad_arguments)
         cr_expect_eq(y[r], 0.0f);
     gptq_qlinear_free(ql);
     gptq_qlinear_free(NULL);
-    layer_free(&L);
+    qlayer_free(&L);
     gptq_ctx_free(ctx);
 }
 
@@ -603,11 +480,11 @@ Test(qlinear, dequantizers_are_exact)
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const int64_t R = 37, C = 160;
-        layer L;
+        qlayer L;
         gptq_qlinear *ql;
         float *w = malloc((size_t)(C * R) * sizeof(float));
         cr_assert(w);
-        layer_make(ctx, &L, cases[i].bits, GPTQ_FORMAT_V1 + (int32_t)(i % 2), R, C, cases[i].gs,
+        qlayer_make(ctx, &L, cases[i].bits, GPTQ_FORMAT_V1 + (int32_t)(i % 2), R, C, cases[i].gs,
                    cases[i].act, 0, 100 + i);
         cr_assert_eq(gptq_qlinear_create(ctx, &L.p, NULL, &ql), GPTQ_OK);
         for (size_t f = 0; f < 3; f++) {
@@ -628,8 +505,51 @@ Test(qlinear, dequantizers_are_exact)
                 }
         }
         gptq_qlinear_free(ql);
-        layer_free(&L);
+        qlayer_free(&L);
         free(w);
     }
+    gptq_ctx_free(ctx);
+}
+
+/* The GPU entry points with a CPU context or a CPU handle: clear refusals, no crash. */
+Test(qlinear, gpu_calls_on_cpu_handles)
+{
+    gptq_ctx *ctx = new_ctx(1);
+    qlayer L;
+    gptq_qlinear *ql = NULL;
+    float x[64], y[16];
+    double bw = 1.0, sec = 0.0;
+    int32_t k = -1;
+
+    qlayer_make(ctx, &L, 4, GPTQ_FORMAT_V1, 16, 64, 32, 0, 1, 21);
+    cr_assert_eq(gptq_qlinear_create(ctx, &L.p, NULL, &ql), GPTQ_OK);
+    for (int i = 0; i < 64; i++)
+        x[i] = 0.5f;
+    for (int32_t kern = GPTQ_QLINEAR_KERNEL_CUDA_GEMV; kern <= GPTQ_QLINEAR_KERNEL_CUDA_CUBLAS;
+         kern++) {
+        cr_expect_eq(gptq_qlinear_set_kernel(ctx, ql, kern), GPTQ_ERR_NOT_SUPPORTED);
+        cr_expect(strstr(gptq_ctx_last_error(ctx), "CPU context") != NULL, "%s",
+                  gptq_ctx_last_error(ctx));
+    }
+    cr_expect_eq(gptq_qlinear_kernel(ql), GPTQ_QLINEAR_KERNEL_AUTO);
+    cr_expect_eq(gptq_qlinear_forward_device(ctx, ql, x, GPTQ_QLINEAR_DTYPE_F32, 1, y,
+                                             GPTQ_QLINEAR_DTYPE_F32),
+                 GPTQ_ERR_NOT_SUPPORTED);
+    cr_expect(strstr(gptq_ctx_last_error(ctx), "CUDA context") != NULL, "%s",
+              gptq_ctx_last_error(ctx));
+    cr_expect_eq(gptq_qlinear_forward_device(ctx, NULL, x, GPTQ_QLINEAR_DTYPE_F32, 1, y,
+                                             GPTQ_QLINEAR_DTYPE_F32),
+                 GPTQ_ERR_INVALID_ARGUMENT);
+    cr_expect_eq(gptq_qlinear_bench_device(ctx, ql, 1, 10, &k, &sec, NULL),
+                 GPTQ_ERR_NOT_SUPPORTED);
+    cr_expect_eq(gptq_ctx_synchronize(ctx), GPTQ_OK);
+    cr_expect_eq(gptq_ctx_synchronize(NULL), GPTQ_OK);
+    cr_expect_eq(gptq_ctx_device_bandwidth(ctx, &bw), GPTQ_ERR_NOT_SUPPORTED);
+    cr_expect_eq(bw, 0.0);
+    cr_expect_eq(gptq_ctx_device_bandwidth(ctx, NULL), GPTQ_ERR_INVALID_ARGUMENT);
+    /* The CPU path is untouched by all of this. */
+    cr_expect_eq(gptq_qlinear_forward(ctx, ql, x, 1, y), GPTQ_OK);
+    gptq_qlinear_free(ql);
+    qlayer_free(&L);
     gptq_ctx_free(ctx);
 }

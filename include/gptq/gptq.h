@@ -124,6 +124,28 @@ GPTQ_API const char *gptq_strerror(int status);
 /* A log sink. `msg` is one line without a trailing newline, valid during the call. */
 typedef void (*gptq_log_fn)(void *user, int32_t level, const char *msg);
 
+/* Matrix-product precision (gptq_ctx_options.math).
+ *
+ * GPTQ_MATH_FP32 (default): every product and sum in float32.
+ *
+ * GPTQ_MATH_TF32: the backend's two large matrix products, the SYRK that accumulates
+ * the Hessian (gptq_hessian_add) and the GEMM of the lazy block updates inside
+ * gptq_layer_quantize, take their float32 operands rounded to TF32 (8 exponent bits,
+ * 10 explicit mantissa bits) and sum the products in float32. The Cholesky factorisation and inverse, the in-block quantizer loop and
+ * everything else stay float32.
+ *  - CUDA backend: those calls run with cublasSetMathMode(CUBLAS_TF32_TENSOR_OP_MATH),
+ *    i.e. on the tensor cores of sm_80 and later (cuBLAS may still pick a float32
+ *    kernel for a given shape); the mode goes back to CUBLAS_PEDANTIC_MATH after each.
+ *  - CPU backend: an emulation for previewing the effect without a GPU: the operands
+ *    are rounded (to nearest, ties to even) into copies before OpenBLAS runs. cuBLAS
+ *    does not document how its TF32 mode rounds, so a GPU may differ from the
+ *    emulation in the last TF32 bit of some operands. Slower than GPTQ_MATH_FP32
+ *    (one extra copy of the operands per call), never faster.
+ * The results differ from float32 in more than the last bits: docs/benchmarks.md
+ * ("TF32 mode") gives the measured effect on the reference cases and a small model. */
+#define GPTQ_MATH_FP32 0
+#define GPTQ_MATH_TF32 1
+
 typedef struct gptq_ctx_options {
     uint32_t struct_size; /* set by gptq_ctx_options_init() */
     int32_t backend;      /* GPTQ_BACKEND_*, default GPTQ_BACKEND_CPU */
@@ -135,15 +157,20 @@ typedef struct gptq_ctx_options {
     gptq_log_fn log;      /* optional; NULL = silent (the default) */
     void *log_user;       /* passed back to `log` */
     int32_t log_level;    /* messages above this level are dropped; default GPTQ_LOG_WARN */
+    /* Appended after the first layout (on LP64 it fills what was tail padding, which
+     * gptq_ctx_options_init has always zeroed). A caller whose struct_size ends before
+     * it gets GPTQ_MATH_FP32. */
+    int32_t math;         /* GPTQ_MATH_FP32 (default) or GPTQ_MATH_TF32: see above */
 } gptq_ctx_options;
 
 typedef struct gptq_ctx gptq_ctx;
 
-/* Fill `opts` with the defaults (backend CPU, threads 0 = all cores, device 0, no log). */
+/* Fill `opts` with the defaults (backend CPU, threads 0 = all cores, device 0, no log,
+ * math GPTQ_MATH_FP32). */
 GPTQ_API void gptq_ctx_options_init(gptq_ctx_options *opts);
 
 /* Create a context. `opts` may be NULL for the defaults.
- * Errors: GPTQ_ERR_INVALID_ARGUMENT (out NULL, bad struct_size or backend),
+ * Errors: GPTQ_ERR_INVALID_ARGUMENT (out NULL, bad struct_size, backend or math),
  *         GPTQ_ERR_OUT_OF_MEMORY, GPTQ_ERR_NOT_SUPPORTED (backend CUDA without
  *         libgptq-cuda.so), GPTQ_ERR_DEVICE (backend CUDA without a usable GPU).
  * On failure *out is NULL; there is no context to read a message from, so pass
@@ -461,22 +488,57 @@ typedef struct gptq_qlinear gptq_qlinear;
  * AVX2) for every batch size; without either, the portable kernel below 32 rows and
  * dequantize-then-SGEMM from 32 rows on. The others force one path for
  * every batch size (for tests and benchmarks); the environment variable
- * GPTQ_QLINEAR_KERNEL=auto|portable|avx2|avx512|sgemm sets the kernel of handles when
- * they are created (an unknown or unavailable name is ignored with a warning on the
- * context's log). */
+ * GPTQ_QLINEAR_KERNEL=auto|portable|avx2|avx512|sgemm|cuda_gemv|cuda_mma|cuda_cublas
+ * sets the kernel of handles when they are created (an unknown or unavailable name, or
+ * a CUDA kernel for a handle made on a CPU context, is ignored with a warning on the
+ * context's log).
+ *
+ * On the GPU (a handle created with a CUDA context, see gptq_qlinear_create), AUTO
+ * takes, per call: CUDA_GEMV up to 8 batch rows; CUDA_MMA from 9 to 256 rows when the
+ * layer is eligible (in chunks of 64 rows), CUDA_GEMV up to 16 rows when it is not;
+ * CUDA_CUBLAS beyond. These thresholds are provisional: they were chosen before the
+ * kernels ran on a GPU and will be set from measurements (docs/benchmarks.md). */
 #define GPTQ_QLINEAR_KERNEL_AUTO 0
 #define GPTQ_QLINEAR_KERNEL_PORTABLE 1 /* plain C, any CPU */
 #define GPTQ_QLINEAR_KERNEL_AVX2 2     /* x86-64 AVX2 + FMA + F16C */
 #define GPTQ_QLINEAR_KERNEL_AVX512 3   /* x86-64 AVX512F + AVX512BW */
 #define GPTQ_QLINEAR_KERNEL_SGEMM 4    /* dequantize tiles to float32, then BLAS SGEMM */
+/* GPU kernels (CUDA backend; a handle created with a CUDA context). */
+#define GPTQ_QLINEAR_KERNEL_CUDA_GEMV 5 /* fused dequantize GEMV in float32: every bit
+                                         * width, group size, act-order, v1/v2; meant
+                                         * for 1 to 8 batch rows (any batch works) */
+#define GPTQ_QLINEAR_KERNEL_CUDA_MMA 6  /* tensor cores, float16 inputs and weights,
+                                         * float32 sums ("Marlin-class"); 4- and 8-bit
+                                         * layers whose shape it supports, else
+                                         * GPTQ_ERR_NOT_SUPPORTED with the reason */
+#define GPTQ_QLINEAR_KERNEL_CUDA_CUBLAS 7 /* dequantize to float16 on the device, then
+                                           * cuBLAS GEMM (float16 inputs, float32
+                                           * compute); any batch */
+
+/* Element types of gptq_qlinear_forward_device's x and y. (Not the safetensors dtypes
+ * of gptq/safetensors.h, whose GPTQ_DTYPE_* names are taken.) */
+#define GPTQ_QLINEAR_DTYPE_F32 0  /* IEEE float32 */
+#define GPTQ_QLINEAR_DTYPE_F16 1  /* IEEE float16 (binary16) */
+#define GPTQ_QLINEAR_DTYPE_BF16 2 /* bfloat16 (inputs only) */
 
 /* Prepare `w` (checked as gptq_dequant_matmul checks it) with `bias` ([out_features]
  * float32, copied; NULL for none). Uses ctx's threads to repack.
+ *
+ * Placement. With a CPU context (or ctx NULL) the handle lives on the host, as it
+ * always did. With a CUDA context the handle keeps the host layout AND a copy on that
+ * context's GPU (uploaded here, synchronously; with the tensor-core layout as well
+ * when the layer is eligible for CUDA_MMA): its forward passes then run on that GPU
+ * and take a CUDA context on the same device (another context: INVALID_ARGUMENT),
+ * unless a CPU kernel is forced with gptq_qlinear_set_kernel, which runs on the host.
+ * Several CUDA contexts on the same device may use one GPU handle.
  * Errors: INVALID_ARGUMENT (NULL, bad format or dimensions), NOT_SUPPORTED (bits),
- *   MALFORMED (g_idx outside [0, ng)), OUT_OF_MEMORY. */
+ *   MALFORMED (g_idx outside [0, ng)), OUT_OF_MEMORY (host or GPU), DEVICE (a CUDA
+ *   failure, with the call named in the message). */
 GPTQ_API int gptq_qlinear_create(gptq_ctx *ctx, const gptq_packed *w, const float *bias,
                                  gptq_qlinear **out);
 
+/* Release the handle and its GPU copy, if any. Like every object, free it before the
+ * context it was created with. NULL is fine. */
 GPTQ_API void gptq_qlinear_free(gptq_qlinear *ql);
 
 /* y[batch, out] = x[batch, in] * Wq^T + bias, row-major, with Wq the reference
@@ -487,8 +549,19 @@ GPTQ_API void gptq_qlinear_free(gptq_qlinear *ql);
  * scale_j * (code_j + zero_j) + |bias|), n = in_features, ns = number of groups; the
  * SGEMM path dequantizes exactly as the reference does. NaN or Inf in x propagate to
  * the outputs they touch; they are not an error.
- * Errors: INVALID_ARGUMENT (NULL, batch < 1 or too large for memory), OUT_OF_MEMORY,
- *   NOT_SUPPORTED (the SGEMM path with dimensions beyond the BLAS's int). */
+ * On a GPU handle, x and y are host memory: x is copied to the device, the product
+ * computed there and y copied back before the call returns. The GPU kernels' bounds:
+ * CUDA_GEMV folds the zero point out per run of columns a thread reads (not per whole
+ * group) and sums in another order: |y - y_exact| <= (2 n + 64 ns + 4) * 2^-24 *
+ * (sum_j |x_j| * scale_j * (code_j + zero_j) + |bias|). CUDA_MMA and CUDA_CUBLAS round
+ * x and the reference weight w_j to float16 (relative 2^-11 each) before float32 sums:
+ * |y - y_exact| <= (2^-10 + (n + 4) * 2^-23) * (sum_j |x_j * w_j| + |bias|) + 2^-24 *
+ * sum_j (|x_j| + |w_j|) (the last term covers float16 subnormals), for |x_j| and |w_j|
+ * within float16's range (65504; beyond it they become infinite).
+ * Errors: INVALID_ARGUMENT (NULL, batch < 1 or too large for memory; a GPU handle with
+ *   a context that is not a CUDA context on its device), OUT_OF_MEMORY, NOT_SUPPORTED
+ *   (the SGEMM path with dimensions beyond the BLAS's int; CUDA_MMA on a layer it does
+ *   not support), DEVICE (a CUDA or cuBLAS failure). */
 GPTQ_API int gptq_qlinear_forward(gptq_ctx *ctx, const gptq_qlinear *ql, const float *x,
                                   int64_t batch, float *y);
 
@@ -508,18 +581,72 @@ GPTQ_API int32_t gptq_qlinear_bits(const gptq_qlinear *ql);
  * float16 scales, byte zero points and bias (0 for NULL). */
 GPTQ_API uint64_t gptq_qlinear_weight_bytes(const gptq_qlinear *ql);
 
-/* Force a kernel (GPTQ_QLINEAR_KERNEL_*) for this handle's later forward passes.
- * Errors: INVALID_ARGUMENT (NULL, unknown kernel), NOT_SUPPORTED (this CPU lacks it). */
+/* Force a kernel (GPTQ_QLINEAR_KERNEL_*) for this handle's later forward passes. A CPU
+ * kernel on a GPU handle runs on the host (from the handle's host layout).
+ * Errors: INVALID_ARGUMENT (NULL, unknown kernel), NOT_SUPPORTED (this CPU lacks it; a
+ *   CUDA kernel on a handle created with a CPU context; CUDA_MMA on a layer it does not
+ *   support), each with the reason in the context's message. */
 GPTQ_API int gptq_qlinear_set_kernel(gptq_ctx *ctx, gptq_qlinear *ql, int32_t kernel);
 
 /* The kernel set on the handle (AUTO unless forced; -1 for NULL). */
 GPTQ_API int32_t gptq_qlinear_kernel(const gptq_qlinear *ql);
 
-/* Whether this CPU runs a kernel: 1 yes, 0 no (AUTO, PORTABLE and SGEMM: always 1). */
+/* Whether a kernel can run in this process: 1 yes, 0 no (AUTO, PORTABLE and SGEMM:
+ * always 1; AVX2/AVX512: this CPU has them; the CUDA kernels: 1 iff
+ * gptq_backend_available(GPTQ_BACKEND_CUDA) says yes, which opens the CUDA module and
+ * a device each time it is asked. CUDA_MMA may still refuse a given layer). */
 GPTQ_API int gptq_qlinear_kernel_available(int32_t kernel);
 
-/* "auto", "portable", "avx2", "avx512", "sgemm" or "unknown". Static storage. */
+/* "auto", "portable", "avx2", "avx512", "sgemm", "cuda_gemv", "cuda_mma", "cuda_cublas"
+ * or "unknown". Static storage. */
 GPTQ_API const char *gptq_qlinear_kernel_name(int32_t kernel);
+
+/* y = x * Wq^T + bias on the GPU with device-resident operands: x [batch, in] of type
+ * x_dtype (GPTQ_QLINEAR_DTYPE_F32, _F16 or _BF16), y [batch, out] of type y_dtype
+ * (F32 or F16), both row-major and contiguous, in device (cudaMalloc) or managed memory
+ * of the handle's GPU. `ctx` is a CUDA context on that GPU; the work is enqueued on
+ * ctx's stream and the call returns before it completes: call gptq_ctx_synchronize
+ * (or synchronise with that stream) before reading y, and keep x and y alive until
+ * then. The kernel is the handle's (AUTO resolved per call as described above; a CPU
+ * kernel forced on the handle is refused). F16 output is rounded once from the float32
+ * result (bias included). Failures of the enqueued work show up in a later call on the
+ * context, at the latest gptq_ctx_synchronize.
+ * Errors: INVALID_ARGUMENT (NULL, batch < 1, an unknown or unsupported dtype, x or y
+ *   host memory or memory of another GPU, ctx not a CUDA context on the handle's GPU),
+ *   NOT_SUPPORTED (a CPU context or a handle created with one; a CPU kernel forced on
+ *   the handle; CUDA_MMA on a layer it does not support), OUT_OF_MEMORY, DEVICE. */
+GPTQ_API int gptq_qlinear_forward_device(gptq_ctx *ctx, const gptq_qlinear *ql, const void *x,
+                                         int32_t x_dtype, int64_t batch, void *y,
+                                         int32_t y_dtype);
+
+/* Wait until the work enqueued on ctx's stream has finished. On a CPU context (or
+ * NULL) it returns GPTQ_OK at once. Errors: DEVICE (an asynchronous failure of earlier
+ * work, with the CUDA message). */
+GPTQ_API int gptq_ctx_synchronize(gptq_ctx *ctx);
+
+/* The theoretical memory bandwidth of ctx's GPU in bytes per second: the memory clock
+ * times the bus width times 2 (double data rate), from the CUDA device attributes.
+ * Errors: INVALID_ARGUMENT (NULL), NOT_SUPPORTED (a CPU context), DEVICE. */
+GPTQ_API int gptq_ctx_device_bandwidth(gptq_ctx *ctx, double *bytes_per_second);
+
+/* Benchmark support (gptq bench matmul --backend cuda): time `iters` (>= 1) calls of
+ * gptq_qlinear_forward_device on `batch` rows of device-resident random float16 input
+ * with float16 output, after one warm-up call per weight copy. Weights: the calls
+ * rotate over copies of the handle's device data (made for the benchmark and freed
+ * before it returns) totalling at least twice the GPU's L2 cache, so that every call
+ * reads its weights from device memory, not from L2. The calls are captured in one CUDA
+ * graph (so that host launch overhead is not measured) and *seconds receives the
+ * graph's time, measured with CUDA events, divided by iters (where capture is refused,
+ * the calls are enqueued one by one and timed the same way). *kernel (may be NULL)
+ * receives the kernel used, AUTO resolved for this batch. *fp16_seconds (may be NULL):
+ * the same for cublasGemmEx on a dense float16 [out, in] weight (float16 x and y,
+ * float32 compute, CUBLAS_COMPUTE_32F, default math mode), rotating over copies the
+ * same way. Synchronous.
+ * Errors: as gptq_qlinear_forward_device, and INVALID_ARGUMENT (iters < 1, NULL
+ *   seconds). */
+GPTQ_API int gptq_qlinear_bench_device(gptq_ctx *ctx, const gptq_qlinear *ql, int64_t batch,
+                                       int32_t iters, int32_t *kernel, double *seconds,
+                                       double *fp16_seconds);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,9 @@
  *
  * OpenBLAS is reached through the process's symbol table (libgptq.so depends on it),
  * so this command still links only libgptq; it says so if the symbols are missing.
+ *
+ * With --backend cuda (or auto on a machine with a usable GPU) the same random layer is
+ * timed on the GPU instead, by cmd_bench_gpu.c; bench.h holds what the two share.
  */
 #include <dlfcn.h>
 #include <getopt.h>
@@ -29,6 +32,7 @@
 
 #include <gptq/gptq.h>
 
+#include "bench.h"
 #include "cli.h"
 
 #define COLD_BYTES ((double)(128u << 20))
@@ -44,6 +48,12 @@ void gptq_cli_bench_usage(FILE *f)
           "this process. Prints one line per measurement, then\n"
           "  gbps=<achieved> bw_share=<of measured bandwidth> speedup_vs_sgemv=<x>\n"
           "\n"
+          "With --backend cuda the layer is prepared on the GPU and timed there (CUDA\n"
+          "events over a CUDA graph, weights read from device memory) against cuBLAS on\n"
+          "dense float16 weights; x and y are float16 on the device. The last line is\n"
+          "  gbps=<achieved> bw_share=<of theoretical bandwidth> speedup_vs_fp16=<x>\n"
+          "gbps counts the prepared weights, x and y over one call's time.\n"
+          "\n"
           "Options:\n"
           "  --out N               output features (default 4096)\n"
           "  --in K                input features (default 4096)\n"
@@ -52,25 +62,23 @@ void gptq_cli_bench_usage(FILE *f)
           "  --batch M             input rows per call (default 1)\n"
           "  --act-order           shuffled g_idx, as act-order checkpoints have\n"
           "  --threads N           worker threads, 0 = all cores (default)\n"
-          "  --backend cpu|cuda    where the kernel runs (default cpu; cuda: not yet)\n"
-          "  --kernel NAME         auto (default), portable, avx2, avx512 or sgemm\n"
-          "  --reps N              timed calls per measurement (default 30; medians)\n"
-          "  --warm                reuse one copy of the weights (cache-resident if small)\n"
-          "  --stream-mb N         MiB per STREAM array (default 256)\n"
+          "  --backend B           cpu (default), cuda, or auto (cuda when a GPU is usable)\n"
+          "  --device N            GPU ordinal for cuda/auto (default 0)\n"
+          "  --kernel NAME         auto (default); cpu: portable, avx2, avx512, sgemm;\n"
+          "                        cuda: cuda_gemv, cuda_mma, cuda_cublas\n"
+          "  --reps N              timed calls per measurement (default 30; cpu: medians,\n"
+          "                        cuda: mean of the N calls)\n"
+          "  --warm                reuse one copy of the weights (cache-resident if small;\n"
+          "                        cpu only)\n"
+          "  --stream-mb N         MiB per STREAM array (default 256; cpu only)\n"
           "  -h, --help            show this help\n"
           "\n"
           "Exit status: 0 success, 1 failure, 2 bad usage.\n",
           f);
 }
 
-typedef struct bench_args {
-    int64_t out, in, batch, stream_mb;
-    int32_t bits, group_size, threads, backend, kernel, reps;
-    int act_order, warm, help;
-} bench_args;
-
-enum { B_OUT = 256, B_IN, B_BITS, B_GROUP, B_BATCH, B_ACT, B_THREADS, B_BACKEND, B_KERNEL,
-       B_REPS, B_WARM, B_STREAM };
+enum { B_OUT = 256, B_IN, B_BITS, B_GROUP, B_BATCH, B_ACT, B_THREADS, B_BACKEND, B_DEVICE,
+       B_KERNEL, B_REPS, B_WARM, B_STREAM };
 
 static const struct option bench_opts[] = {
     {"out", required_argument, NULL, B_OUT},
@@ -81,6 +89,7 @@ static const struct option bench_opts[] = {
     {"act-order", no_argument, NULL, B_ACT},
     {"threads", required_argument, NULL, B_THREADS},
     {"backend", required_argument, NULL, B_BACKEND},
+    {"device", required_argument, NULL, B_DEVICE},
     {"kernel", required_argument, NULL, B_KERNEL},
     {"reps", required_argument, NULL, B_REPS},
     {"warm", no_argument, NULL, B_WARM},
@@ -95,7 +104,40 @@ static int bad_value(const char *opt, const char *value, const char *want)
     return GPTQ_CLI_EXIT_USAGE;
 }
 
-static int parse(int argc, char **argv, bench_args *a)
+static int is_cuda_kernel(int32_t kernel)
+{
+    return kernel >= GPTQ_QLINEAR_KERNEL_CUDA_GEMV && kernel <= GPTQ_QLINEAR_KERNEL_CUDA_CUBLAS;
+}
+
+/* Options that belong to the other backend than `backend`, the one the run uses, are
+ * usage errors. `via_auto`: --backend auto chose it (said in the message). */
+static int check_backend_options(const gptq_cli_bench_args *a, int32_t backend, int via_auto)
+{
+    const char *k = gptq_qlinear_kernel_name(a->kernel);
+
+    if (backend == GPTQ_BACKEND_CUDA && a->kernel != GPTQ_QLINEAR_KERNEL_AUTO &&
+        !is_cuda_kernel(a->kernel)) {
+        gptq_cli_error("bench matmul: --kernel %s is a CPU kernel, but this run uses the CUDA "
+                       "backend%s; on the GPU use auto, cuda_gemv, cuda_mma or cuda_cublas",
+                       k, via_auto ? " (--backend auto found a usable GPU)" : "");
+        return GPTQ_CLI_EXIT_USAGE;
+    }
+    if (backend == GPTQ_BACKEND_CPU && is_cuda_kernel(a->kernel)) {
+        gptq_cli_error("bench matmul: --kernel %s runs on the GPU, but this run uses the CPU "
+                       "backend%s; it needs --backend cuda",
+                       k, via_auto ? " (--backend auto found no usable GPU)" : "");
+        return GPTQ_CLI_EXIT_USAGE;
+    }
+    if (backend == GPTQ_BACKEND_CUDA && a->warm) {
+        gptq_cli_error("bench matmul: --warm is for the CPU benchmark; with the CUDA backend%s "
+                       "every call reads its weights from device memory",
+                       via_auto ? " (chosen by --backend auto)" : "");
+        return GPTQ_CLI_EXIT_USAGE;
+    }
+    return GPTQ_CLI_EXIT_OK;
+}
+
+static int parse(int argc, char **argv, gptq_cli_bench_args *a)
 {
     int c;
 
@@ -150,13 +192,19 @@ static int parse(int argc, char **argv, bench_args *a)
             if (gptq_cli_parse_backend(optarg, &a->backend) != 0)
                 return bad_value("backend", optarg, "cpu, cuda or auto");
             break;
+        case B_DEVICE:
+            if (gptq_cli_parse_i32(optarg, &a->device) != 0 || a->device < 0)
+                return bad_value("device", optarg, "a non-negative integer");
+            break;
         case B_KERNEL: {
             int32_t k;
-            for (k = 0; k <= GPTQ_QLINEAR_KERNEL_SGEMM; k++)
+            for (k = 0; k <= GPTQ_QLINEAR_KERNEL_CUDA_CUBLAS; k++)
                 if (strcmp(optarg, gptq_qlinear_kernel_name(k)) == 0)
                     break;
-            if (k > GPTQ_QLINEAR_KERNEL_SGEMM)
-                return bad_value("kernel", optarg, "auto, portable, avx2, avx512 or sgemm");
+            if (k > GPTQ_QLINEAR_KERNEL_CUDA_CUBLAS)
+                return bad_value("kernel", optarg,
+                                 "auto, portable, avx2, avx512, sgemm, cuda_gemv, cuda_mma or "
+                                 "cuda_cublas");
             a->kernel = k;
             break;
         }
@@ -179,6 +227,9 @@ static int parse(int argc, char **argv, bench_args *a)
         gptq_cli_error("bench matmul: unexpected argument '%s'", argv[optind]);
         return GPTQ_CLI_EXIT_USAGE;
     }
+    /* --backend auto is checked once the context says which backend it got */
+    if (a->backend != GPTQ_BACKEND_AUTO)
+        return check_backend_options(a, a->backend, 0);
     return GPTQ_CLI_EXIT_OK;
 }
 
@@ -340,7 +391,7 @@ static int find_blas(sgemv_fn *gemv, sgemm_fn *gemm)
 
 /* ---- the layer --------------------------------------------------------------------- */
 
-static void free_packed(gptq_packed *p)
+void gptq_cli_bench_free_packed(gptq_packed *p)
 {
     free(p->qweight);
     free(p->qzeros);
@@ -348,9 +399,10 @@ static void free_packed(gptq_packed *p)
     free(p->g_idx);
 }
 
-/* Random codes, zero points and float16 scales, packed as a v1 checkpoint; wf gets the
- * float32 dequantized weights for the BLAS baseline. */
-static int make_layer(gptq_ctx *ctx, const bench_args *a, gptq_packed *p, float *wf)
+/* Random codes, zero points and float16 scales (bench.h); wf gets the float32 dequantized
+ * weights for the BLAS baseline. */
+int gptq_cli_bench_make_layer(gptq_ctx *ctx, const gptq_cli_bench_args *a, gptq_packed *p,
+                              float *wf)
 {
     const int64_t R = a->out, C = a->in, ng = gptq_num_groups(C, a->group_size);
     const int32_t maxq = (1 << a->bits) - 1;
@@ -399,7 +451,7 @@ static int make_layer(gptq_ctx *ctx, const bench_args *a, gptq_packed *p, float 
         if (gptq_pack(ctx, &u, GPTQ_PACK_CLEAN, p) != GPTQ_OK) {
             gptq_cli_error("bench: %s", gptq_ctx_last_error(ctx));
         } else {
-            for (int64_t r = 0; r < R; r++)
+            for (int64_t r = 0; wf && r < R; r++)
                 for (int64_t j = 0; j < C; j++) {
                     const int64_t g = u.g_idx[j];
                     const float s = gptq_fp16_to_fp32(p->scales[g * R + r]);
@@ -416,6 +468,20 @@ static int make_layer(gptq_ctx *ctx, const bench_args *a, gptq_packed *p, float 
 }
 
 /* ---- the benchmark ---------------------------------------------------------------- */
+
+int gptq_cli_bench_too_large(const gptq_cli_bench_args *a)
+{
+    const int64_t R = a->out, C = a->in, M = a->batch;
+
+    if (R > 0x7FFFFFFF || C > 0x7FFFFFFF || M > 0x7FFFFFFF || R * C > ((int64_t)1 << 34) ||
+        M * (R + C) > ((int64_t)1 << 32)) {
+        gptq_cli_error("bench: %lld x %lld at batch %lld is beyond what this benchmark "
+                       "allocates",
+                       (long long)R, (long long)C, (long long)M);
+        return 1;
+    }
+    return 0;
+}
 
 typedef struct bench_state {
     gptq_qlinear **ql;
@@ -439,7 +505,7 @@ static void state_free(bench_state *s)
     free(s->times);
 }
 
-static int run(const bench_args *a, gptq_ctx *ctx)
+static int run(const gptq_cli_bench_args *a, gptq_ctx *ctx)
 {
     const int64_t R = a->out, C = a->in, M = a->batch;
     bench_state s;
@@ -456,13 +522,8 @@ static int run(const bench_args *a, gptq_ctx *ctx)
                        "the baseline cannot run");
         return GPTQ_CLI_EXIT_FAIL;
     }
-    if (R > 0x7FFFFFFF || C > 0x7FFFFFFF || M > 0x7FFFFFFF || R * C > ((int64_t)1 << 34) ||
-        M * (R + C) > ((int64_t)1 << 32)) {
-        gptq_cli_error("bench: %lld x %lld at batch %lld is beyond what this benchmark "
-                       "allocates",
-                       (long long)R, (long long)C, (long long)M);
+    if (gptq_cli_bench_too_large(a))
         return GPTQ_CLI_EXIT_USAGE;
-    }
     s.nf = 1;
     s.wf = calloc(1, sizeof *s.wf);
     s.x = alloc_or_complain((size_t)(M * C) * sizeof(float), "x");
@@ -471,7 +532,7 @@ static int run(const bench_args *a, gptq_ctx *ctx)
     if (!s.wf || !s.x || !s.y || !s.times ||
         !(s.wf[0] = alloc_or_complain((size_t)(R * C) * sizeof(float), "float32 weights")))
         goto done;
-    if (make_layer(ctx, a, &p, s.wf[0]) != 0)
+    if (gptq_cli_bench_make_layer(ctx, a, &p, s.wf[0]) != 0)
         goto done_packed;
     for (int64_t i = 0; i < M * C; i++)
         s.x[i] = (float)((double)(rng_next(&seed) >> 11) * 0x1p-52 - 1.0);
@@ -579,7 +640,7 @@ static int run(const bench_args *a, gptq_ctx *ctx)
     rc = fflush(stdout) == 0 ? GPTQ_CLI_EXIT_OK : GPTQ_CLI_EXIT_FAIL;
 
 done_packed:
-    free_packed(&p);
+    gptq_cli_bench_free_packed(&p);
 done:
     state_free(&s);
     return rc;
@@ -587,10 +648,9 @@ done:
 
 int gptq_cli_bench_main(int argc, char **argv)
 {
-    bench_args a;
-    gptq_ctx_options o;
+    gptq_cli_bench_args a;
     gptq_ctx *ctx = NULL;
-    char msg[256];
+    int32_t backend;
     int rc;
 
     rc = parse(argc, argv, &a);
@@ -605,18 +665,16 @@ int gptq_cli_bench_main(int argc, char **argv)
             fputs("Try 'gptq bench --help'.\n", stderr);
         return rc;
     }
-    if (a.backend == GPTQ_BACKEND_CUDA) {
-        gptq_cli_error("bench matmul: --backend cuda: no CUDA matmul kernels are available in "
-                       "this version (only cpu)");
+    /* Without a usable GPU, --backend cuda fails here with the library's reason. */
+    if (gptq_cli_model_ctx(a.backend, a.device, a.threads, 0,
+                           a.backend == GPTQ_BACKEND_CUDA ? "bench: --backend cuda" : "bench",
+                           NULL, &ctx) != 0)
         return GPTQ_CLI_EXIT_FAIL;
-    }
-    gptq_ctx_options_init(&o);
-    o.threads = a.threads;
-    if (gptq_ctx_create(&o, &ctx, msg, sizeof msg) != GPTQ_OK) {
-        gptq_cli_error("bench: %s", msg);
-        return GPTQ_CLI_EXIT_FAIL;
-    }
-    rc = run(&a, ctx);
+    backend = gptq_ctx_backend(ctx);
+    if (a.backend == GPTQ_BACKEND_AUTO)
+        rc = check_backend_options(&a, backend, 1);
+    if (rc == GPTQ_CLI_EXIT_OK)
+        rc = backend == GPTQ_BACKEND_CUDA ? gptq_cli_bench_run_cuda(&a, ctx) : run(&a, ctx);
     gptq_ctx_free(ctx);
     return rc;
 }

@@ -226,3 +226,23 @@ int gptq_backend_available(int32_t backend, char *why, size_t why_size)
     put_err(why, why_size, "unknown backend");
     return 0;
 }
+
+int gptq_ctx_synchronize(gptq_ctx *ctx)
+{
+    if (!ctx || !ctx->backend || !ctx->backend->synchronize)
+        return GPTQ_OK; /* the CPU backend finishes every call before returning */
+    return ctx->backend->synchronize(ctx);
+}
+
+int gptq_ctx_device_bandwidth(gptq_ctx *ctx, double *bytes_per_second)
+{
+    if (!ctx || !bytes_per_second)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT, "gptq_ctx_device_bandwidth: %s is NULL",
+                         !ctx ? "ctx" : "bytes_per_second");
+    *bytes_per_second = 0.0;
+    if (!ctx->backend->device_bandwidth)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
+                         "gptq_ctx_device_bandwidth: the %s backend has no device",
+                         ctx->backend->name);
+    return ctx->backend->device_bandwidth(ctx, bytes_per_second);
+}

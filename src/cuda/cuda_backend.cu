@@ -199,10 +199,18 @@ void *gptq_cu_scratch(cu_state *st, int slot, size_t bytes, int *status)
     if (bytes <= st->slot_bytes[slot] && st->slot[slot])
         return st->slot[slot];
     /* Grow by half again, so a sequence of slowly growing requests reallocates rarely.
-     * cudaFree waits for the device, so no queued work still uses the old buffer. */
+     * Work queued on the stream may still read the old buffer (the forward passes of
+     * qlinear.cu return before their kernels finish): wait for it before the free. */
     want = bytes + bytes / 2;
     if (want < 256)
         want = 256;
+    if (st->slot[slot]) {
+        e = cudaStreamSynchronize(st->stream);
+        if (e != cudaSuccess) {
+            *status = gptq_cu_fail(st->ctx, e, "cudaStreamSynchronize (before growing scratch)");
+            return NULL;
+        }
+    }
     cudaFree(st->slot[slot]);
     st->slot[slot] = NULL;
     st->slot_bytes[slot] = 0;
@@ -517,6 +525,13 @@ static const gptq_backend cuda_backend = {
     .quantize_block = gptq_cu_quantize_block,
     /* One stream per context: the core must not run a block beside a GEMM. */
     .overlap_block_gemm = 0,
+    .ql_prepare = gptq_cu_ql_prepare,
+    .ql_release = gptq_cu_ql_release,
+    .ql_kernel_check = gptq_cu_ql_kernel_check,
+    .ql_forward = gptq_cu_ql_forward,
+    .ql_bench = gptq_cu_ql_bench,
+    .synchronize = gptq_cu_synchronize,
+    .device_bandwidth = gptq_cu_device_bandwidth,
 };
 
 extern "C" __attribute__((visibility("default"))) const gptq_backend *

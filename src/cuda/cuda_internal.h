@@ -27,6 +27,13 @@ enum {
     CU_SLOT_GROUPS, /* quantize_block: scales and zeros of the groups it touches */
     CU_SLOT_Q,      /* quantize_block: q and codes, compact [R, bw] */
     CU_SLOT_ERR,    /* quantize_block: err [bw, R] and the per-row loss */
+    CU_SLOT_QL_IN,  /* qlinear forward from host memory: x staged */
+    CU_SLOT_QL_OUT, /* qlinear forward from host memory: y staged */
+    CU_SLOT_QL_X,   /* qlinear: x as float16 (padded order for MMA, original for cuBLAS) */
+    CU_SLOT_QL_WS,  /* qlinear: GEMV K-slice partial sums, MMA workspace */
+    CU_SLOT_QL_CNT, /* qlinear: GEMV per-block arrival counters (kept zero between calls) */
+    CU_SLOT_QL_W,   /* qlinear cuBLAS path: dequantized float16 weights [R][C] */
+    CU_SLOT_QL_Y,   /* qlinear cuBLAS path: float32 product before the bias */
     CU_SLOTS
 };
 
@@ -68,5 +75,19 @@ int gptq_cu_is_device(const void *p);
 
 /* The fused in-block column loop (quant_block.cu). */
 int gptq_cu_quantize_block(gptq_ctx *ctx, const gptq_block_args *args);
+
+/* Prepared quantized linears on the GPU (qlinear.cu): the ql_* slots of backend.h, and
+ * synchronize / device_bandwidth. */
+int gptq_cu_ql_prepare(gptq_ctx *ctx, const gptq_qlinear *ql, void **dev);
+void gptq_cu_ql_release(void *dev);
+int gptq_cu_ql_kernel_check(gptq_ctx *ctx, const void *dev, int32_t kernel);
+int gptq_cu_ql_forward(gptq_ctx *ctx, const gptq_qlinear *ql, const void *dev, int32_t kernel,
+                       const void *x, int32_t x_dtype, int64_t batch, void *y, int32_t y_dtype,
+                       int32_t device_pointers);
+int gptq_cu_ql_bench(gptq_ctx *ctx, const gptq_qlinear *ql, const void *dev, int32_t kernel,
+                     int64_t batch, int32_t iters, int32_t *resolved, double *seconds,
+                     double *fp16_seconds);
+int gptq_cu_synchronize(gptq_ctx *ctx);
+int gptq_cu_device_bandwidth(gptq_ctx *ctx, double *bytes_per_second);
 
 #endif /* GPTQ_CUDA_INTERNAL_H */

@@ -13,6 +13,11 @@
  * dequantizes row tiles to float32, scale * (code - zero) exactly as the reference
  * does, and multiplies them with SGEMM; OpenBLAS splits SGEMM over rows and columns
  * only, so neither path's result depends on the thread count.
+ *
+ * GPU handles: a handle created with a CUDA context also gets a device copy from the
+ * backend's ql_prepare slot (src/cuda/qlinear.cu); its forward passes go to ql_forward
+ * unless a CPU kernel was forced, which runs here on the host layout. This file only
+ * routes and checks arguments; kernel choice on the GPU (AUTO) is the module's.
  */
 #include <cblas.h>
 #include <limits.h>
@@ -20,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "format.h"
 #include "qlinear.h"
 
@@ -40,11 +46,18 @@
 
 /* ---- kernels and their names -------------------------------------------------- */
 
-static const char *const kernel_names[] = {"auto", "portable", "avx2", "avx512", "sgemm"};
+static const char *const kernel_names[] = {"auto",   "portable",  "avx2",     "avx512",
+                                           "sgemm",  "cuda_gemv", "cuda_mma", "cuda_cublas"};
+#define LAST_KERNEL GPTQ_QLINEAR_KERNEL_CUDA_CUBLAS
+
+static int is_gpu_kernel(int32_t kernel)
+{
+    return kernel >= GPTQ_QLINEAR_KERNEL_CUDA_GEMV && kernel <= GPTQ_QLINEAR_KERNEL_CUDA_CUBLAS;
+}
 
 const char *gptq_qlinear_kernel_name(int32_t kernel)
 {
-    return kernel >= 0 && kernel <= GPTQ_QLINEAR_KERNEL_SGEMM ? kernel_names[kernel] : "unknown";
+    return kernel >= 0 && kernel <= LAST_KERNEL ? kernel_names[kernel] : "unknown";
 }
 
 int gptq_qlinear_kernel_available(int32_t kernel)
@@ -55,6 +68,9 @@ int gptq_qlinear_kernel_available(int32_t kernel)
     case GPTQ_QLINEAR_KERNEL_SGEMM: return 1;
     case GPTQ_QLINEAR_KERNEL_AVX2: return gptq__ql_cpu_has_avx2();
     case GPTQ_QLINEAR_KERNEL_AVX512: return gptq__ql_cpu_has_avx512();
+    case GPTQ_QLINEAR_KERNEL_CUDA_GEMV:
+    case GPTQ_QLINEAR_KERNEL_CUDA_MMA:
+    case GPTQ_QLINEAR_KERNEL_CUDA_CUBLAS: return gptq_backend_available(GPTQ_BACKEND_CUDA, NULL, 0);
     default: return 0;
     }
 }
@@ -78,22 +94,26 @@ static gptq__ql_kernel_fn kernel_fn(int32_t kernel)
     }
 }
 
-/* GPTQ_QLINEAR_KERNEL from the environment, AUTO when unset or unusable. */
-static int32_t kernel_from_env(gptq_ctx *ctx)
+/* GPTQ_QLINEAR_KERNEL from the environment, AUTO when unset or unusable. A GPU kernel
+ * is taken for a GPU handle only (whether CUDA_MMA suits the layer shows at the first
+ * forward pass, which then fails with the reason). */
+static int32_t kernel_from_env(gptq_ctx *ctx, int gpu)
 {
     const char *v = getenv("GPTQ_QLINEAR_KERNEL");
     if (!v || !*v)
         return GPTQ_QLINEAR_KERNEL_AUTO;
-    for (int32_t k = 0; k <= GPTQ_QLINEAR_KERNEL_SGEMM; k++)
+    for (int32_t k = 0; k <= LAST_KERNEL; k++)
         if (strcmp(v, kernel_names[k]) == 0) {
-            if (gptq_qlinear_kernel_available(k))
+            if (is_gpu_kernel(k) ? gpu : gptq_qlinear_kernel_available(k))
                 return k;
-            gptq__log(ctx, GPTQ_LOG_WARN, "GPTQ_QLINEAR_KERNEL=%s: this CPU lacks it; using auto",
-                      v);
+            gptq__log(ctx, GPTQ_LOG_WARN, "GPTQ_QLINEAR_KERNEL=%s: %s; using auto", v,
+                      is_gpu_kernel(k) ? "not a handle created with a CUDA context"
+                                       : "this CPU lacks it");
             return GPTQ_QLINEAR_KERNEL_AUTO;
         }
     gptq__log(ctx, GPTQ_LOG_WARN,
-              "GPTQ_QLINEAR_KERNEL=%s is unknown (auto, portable, avx2, avx512, sgemm); using auto",
+              "GPTQ_QLINEAR_KERNEL=%s is unknown (auto, portable, avx2, avx512, sgemm, "
+              "cuda_gemv, cuda_mma, cuda_cublas); using auto",
               v);
     return GPTQ_QLINEAR_KERNEL_AUTO;
 }
@@ -104,6 +124,8 @@ void gptq_qlinear_free(gptq_qlinear *ql)
 {
     if (!ql)
         return;
+    if (ql->dev && ql->dev_backend && ql->dev_backend->ql_release)
+        ql->dev_backend->ql_release(ql->dev);
     gptq__free(ql->seg_blk);
     gptq__free(ql->seg_group);
     gptq__free(ql->colmap);
@@ -282,7 +304,7 @@ int gptq_qlinear_create(gptq_ctx *ctx, const gptq_packed *w, const float *bias,
     ql->ntiles = (w->out_features + L - 1) / L;
     ql->kb = w->bits == 3 ? 32 : 32 / w->bits;
     ql->wpb = w->bits == 3 ? 3 : 1;
-    ql->kernel = kernel_from_env(ctx);
+    ql->device = -1;
     rc = plan_columns(ctx, ql, w->g_idx);
     if (rc == GPTQ_OK &&
         (gptq__mul3_size(&ncodes, ql->ntiles * L, ql->nblk * ql->wpb, sizeof(uint32_t)) != 0 ||
@@ -327,10 +349,24 @@ int gptq_qlinear_create(gptq_ctx *ctx, const gptq_packed *w, const float *bias,
         repack_params(ql, w, jb.scratch + (direct ? 0 : nscratch));
     }
     gptq__free(jb.scratch);
+    /* A CUDA context: the device copy, on its device. */
+    if (rc == GPTQ_OK && ctx && ctx->backend_id == GPTQ_BACKEND_CUDA) {
+        if (!ctx->backend->ql_prepare)
+            rc = GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
+                           "%s: the %s backend cannot hold prepared layers", fn,
+                           ctx->backend->name);
+        else
+            rc = ctx->backend->ql_prepare(ctx, ql, &ql->dev);
+        if (rc == GPTQ_OK) {
+            ql->dev_backend = ctx->backend;
+            ql->device = ctx->opts.device;
+        }
+    }
     if (rc != GPTQ_OK) {
         gptq_qlinear_free(ql);
         return rc;
     }
+    ql->kernel = kernel_from_env(ctx, ql->dev != NULL);
     *out = ql;
     return GPTQ_OK;
 }
@@ -355,11 +391,18 @@ int gptq_qlinear_set_kernel(gptq_ctx *ctx, gptq_qlinear *ql, int32_t kernel)
 {
     if (!ql)
         return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT, "gptq_qlinear_set_kernel: ql is NULL");
-    if (kernel < GPTQ_QLINEAR_KERNEL_AUTO || kernel > GPTQ_QLINEAR_KERNEL_SGEMM)
+    if (kernel < GPTQ_QLINEAR_KERNEL_AUTO || kernel > LAST_KERNEL)
         return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT,
                          "gptq_qlinear_set_kernel: kernel = %d is not a GPTQ_QLINEAR_KERNEL_*",
                          kernel);
-    if (!gptq_qlinear_kernel_available(kernel))
+    if (is_gpu_kernel(kernel)) {
+        if (!ql->dev)
+            return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
+                             "gptq_qlinear_set_kernel: %s runs on the GPU, but this handle was "
+                             "created with a CPU context (create it with a CUDA context)",
+                             kernel_names[kernel]);
+        GPTQ_TRY(ql->dev_backend->ql_kernel_check(ctx, ql->dev, kernel));
+    } else if (!gptq_qlinear_kernel_available(kernel))
         return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
                          "gptq_qlinear_set_kernel: this CPU cannot run the %s kernel",
                          kernel_names[kernel]);
@@ -369,7 +412,8 @@ int gptq_qlinear_set_kernel(gptq_ctx *ctx, gptq_qlinear *ql, int32_t kernel)
 
 /* ---- forward ------------------------------------------------------------------ */
 
-enum { IN_F32, IN_F16, IN_BF16 };
+enum { IN_F32 = GPTQ_QLINEAR_DTYPE_F32, IN_F16 = GPTQ_QLINEAR_DTYPE_F16,
+       IN_BF16 = GPTQ_QLINEAR_DTYPE_BF16 };
 
 static float widen(const void *x, int32_t dtype, int64_t i)
 {
@@ -572,6 +616,27 @@ static int forward_sgemm(gptq_ctx *ctx, const gptq_qlinear *ql, const void *x, i
     return GPTQ_OK;
 }
 
+/* For a GPU handle's forward pass: ctx must be a CUDA context of the handle's module
+ * on its device. */
+static int check_gpu_ctx(gptq_ctx *ctx, const gptq_qlinear *ql, const char *fn)
+{
+    if (!ctx)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT,
+                         "%s: the handle lives on CUDA device %d: pass a CUDA context on that "
+                         "device (got none)",
+                         fn, (int)ql->device);
+    if (ctx->backend_id != GPTQ_BACKEND_CUDA || ctx->backend != ql->dev_backend)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT,
+                         "%s: the handle lives on CUDA device %d: pass a CUDA context on that "
+                         "device (got a %s context)",
+                         fn, (int)ql->device, ctx->backend ? ctx->backend->name : "CPU");
+    if (ctx->opts.device != ql->device)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT,
+                         "%s: the handle lives on CUDA device %d, the context on device %d", fn,
+                         (int)ql->device, (int)ctx->opts.device);
+    return GPTQ_OK;
+}
+
 static int forward(gptq_ctx *ctx, const gptq_qlinear *ql, const void *x, int32_t dtype,
                    int64_t batch, float *y, const char *fn)
 {
@@ -590,6 +655,11 @@ static int forward(gptq_ctx *ctx, const gptq_qlinear *ql, const void *x, int32_t
                          "%s: batch %lld x %lld inputs does not fit in memory", fn,
                          (long long)batch, (long long)ql->in_features);
     kernel = ql->kernel;
+    if (ql->dev && (kernel == GPTQ_QLINEAR_KERNEL_AUTO || is_gpu_kernel(kernel))) {
+        GPTQ_TRY(check_gpu_ctx(ctx, ql, fn));
+        return ql->dev_backend->ql_forward(ctx, ql, ql->dev, kernel, x, dtype, batch, y,
+                                           GPTQ_QLINEAR_DTYPE_F32, 0);
+    }
     if (kernel == GPTQ_QLINEAR_KERNEL_AUTO) {
         kernel = best_simd();
         if (kernel == GPTQ_QLINEAR_KERNEL_PORTABLE && batch >= SGEMM_MIN_BATCH)
@@ -616,4 +686,66 @@ int gptq_qlinear_forward_bf16(gptq_ctx *ctx, const gptq_qlinear *ql, const uint1
                               int64_t batch, float *y)
 {
     return forward(ctx, ql, x, IN_BF16, batch, y, "gptq_qlinear_forward_bf16");
+}
+
+/* ---- the GPU entry points ------------------------------------------------------ */
+
+/* Checks shared by forward_device and bench_device: a GPU handle, a matching CUDA
+ * context, a GPU kernel (or AUTO) on the handle. */
+static int check_device_call(gptq_ctx *ctx, const gptq_qlinear *ql, int64_t batch,
+                             const char *fn)
+{
+    if (!ql)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT, "%s: ql is NULL", fn);
+    if (!ctx || ctx->backend_id != GPTQ_BACKEND_CUDA)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
+                         "%s: needs a CUDA context (this one uses the CPU backend)", fn);
+    if (!ql->dev)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
+                         "%s: the handle was created with a CPU context and has no GPU copy "
+                         "(create it with a CUDA context)",
+                         fn);
+    if (ql->kernel != GPTQ_QLINEAR_KERNEL_AUTO && !is_gpu_kernel(ql->kernel))
+        return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
+                         "%s: the handle's kernel is %s, a CPU kernel; set a CUDA kernel or auto",
+                         fn, kernel_names[ql->kernel]);
+    if (batch < 1)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT, "%s: batch = %lld (must be >= 1)", fn,
+                         (long long)batch);
+    return check_gpu_ctx(ctx, ql, fn);
+}
+
+int gptq_qlinear_forward_device(gptq_ctx *ctx, const gptq_qlinear *ql, const void *x,
+                                int32_t x_dtype, int64_t batch, void *y, int32_t y_dtype)
+{
+    const char *fn = "gptq_qlinear_forward_device";
+
+    GPTQ_TRY(check_device_call(ctx, ql, batch, fn));
+    if (!x || !y)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, !x ? "x" : "y");
+    if (x_dtype != GPTQ_QLINEAR_DTYPE_F32 && x_dtype != GPTQ_QLINEAR_DTYPE_F16 &&
+        x_dtype != GPTQ_QLINEAR_DTYPE_BF16)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT,
+                         "%s: x_dtype = %d is not a GPTQ_QLINEAR_DTYPE_* (F32, F16, BF16)", fn,
+                         (int)x_dtype);
+    if (y_dtype != GPTQ_QLINEAR_DTYPE_F32 && y_dtype != GPTQ_QLINEAR_DTYPE_F16)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT,
+                         "%s: y_dtype = %d must be GPTQ_QLINEAR_DTYPE_F32 or _F16", fn,
+                         (int)y_dtype);
+    return ql->dev_backend->ql_forward(ctx, ql, ql->dev, ql->kernel, x, x_dtype, batch, y,
+                                       y_dtype, 1);
+}
+
+int gptq_qlinear_bench_device(gptq_ctx *ctx, const gptq_qlinear *ql, int64_t batch,
+                              int32_t iters, int32_t *kernel, double *seconds,
+                              double *fp16_seconds)
+{
+    const char *fn = "gptq_qlinear_bench_device";
+
+    GPTQ_TRY(check_device_call(ctx, ql, batch, fn));
+    if (iters < 1 || !seconds)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT, "%s: %s", fn,
+                         !seconds ? "seconds is NULL" : "iters must be >= 1");
+    return ql->dev_backend->ql_bench(ctx, ql, ql->dev, ql->kernel, batch, iters, kernel, seconds,
+                                     fp16_seconds);
 }

@@ -61,6 +61,12 @@ struct gptq_qlinear {
     uint16_t *scales;         /* [ntiles][nseg][16] float16 bit patterns */
     uint8_t *zeros;           /* [ntiles][nseg][16] true zero points */
     float *bias;              /* [ntiles * 16] (zero padded) or NULL */
+    /* The GPU copy of a handle created with a CUDA context (NULL otherwise): the table
+     * of the backend that made it (its ql_* slots), its opaque copy, the device. This
+     * struct is read by libgptq-cuda.so: its layout is covered by GPTQ_BACKEND_ABI. */
+    const struct gptq_backend *dev_backend;
+    void *dev;
+    int32_t device;
 };
 
 /* One forward call as the kernels see it. Rows of x and y are `batch` apart by ldx and

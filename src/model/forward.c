@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "core/simd.h"
+#include "format/qlinear.h"
 #include "model.h"
 
 /* Logits computed per SGEMM call by the head: bounds the scratch to 64 MiB. */
@@ -209,7 +210,9 @@ static int rows_split(gptq_ctx *ctx, gemm_job *jb, int64_t n)
         return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
                          "linear of %lld x %lld exceeds the BLAS's int dimensions",
                          (long long)jb->out, (long long)jb->in);
-    if (jb->ql && (threads == 1 || n < 2 * 64)) /* the kernel splits the outputs */
+    /* The kernel splits the outputs; a handle on the GPU takes every row in one call
+     * (with this context: a GPU handle refuses a NULL one). */
+    if (jb->ql && (threads == 1 || n < 2 * 64 || jb->ql->dev))
         return gptq_qlinear_forward(ctx, jb->ql, jb->x, n, jb->y);
     /* Single-threaded OpenBLAS whatever the split, so that the result does not depend on
      * the thread count either. */

@@ -268,6 +268,40 @@ else
     echo "skip - hand-made malformed inputs (no python3)"
 fi
 
+# ---- bench matmul: a small CPU run, usage errors, --backend cuda without a GPU --------
+run 0 "bench --help" bench --help
+if grep -q -- "--device N" "$TMP/stdout" && grep -q "cuda_cublas" "$TMP/stdout"; then
+    pass "bench --help lists --device and the CUDA kernels"
+else
+    fail "bench --help: no --device or CUDA kernels: $(cat "$TMP/stdout")"
+fi
+if run 0 "bench matmul on the CPU (64 x 128, warm)" \
+    bench matmul --out 64 --in 128 --reps 3 --warm --stream-mb 1 --threads 1; then
+    if tail -n 1 "$TMP/stdout" |
+        grep -Eq '^gbps=[0-9.]+ bw_share=[0-9.]+ speedup_vs_sgemv=[0-9.]+$'; then
+        pass "bench matmul: machine-readable last line"
+    else
+        fail "bench matmul last line: $(tail -n 1 "$TMP/stdout")"
+    fi
+fi
+run 2 "bench: a CUDA kernel with --backend cpu" bench matmul --backend cpu --kernel cuda_gemv &&
+    stderr_has "--backend cuda" "bench: says a CUDA kernel needs --backend cuda"
+run 2 "bench: a CPU kernel with --backend cuda" bench matmul --backend cuda --kernel avx2 &&
+    stderr_has "CPU kernel" "bench: says avx2 is a CPU kernel"
+run 2 "bench: --warm with --backend cuda" bench matmul --backend cuda --warm
+run 2 "bench: unknown --kernel" bench matmul --kernel fastest &&
+    stderr_has "cuda_mma" "bench: lists the kernels, CUDA ones included"
+run 2 "bench: --device -1" bench matmul --device -1
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+    echo "skip - bench --backend cuda failure check (this machine has a GPU)"
+else
+    run 1 "bench --backend cuda without a GPU" \
+        bench matmul --backend cuda --device 1 --out 64 --in 128 --reps 1 &&
+        stderr_has "CUDA" "bench --backend cuda: says why CUDA is not usable"
+    if [ -s "$TMP/stdout" ]; then fail "bench --backend cuda without a GPU printed results"
+    else pass "bench --backend cuda without a GPU prints no results"; fi
+fi
+
 # ---- second opinion: the reference judge --------------------------------------------
 JUDGE=$REF/tools/check_result.py
 if [ "$have_numpy" = yes ] && [ -f "$JUDGE" ]; then

@@ -51,6 +51,11 @@ CONSTANTS = {
     "GPTQ_FORMAT_V1": 1, "GPTQ_FORMAT_V2": 2,
     "GPTQ_PACK_CLEAN": 0, "GPTQ_PACK_AUTOGPTQ": 1, "GPTQ_PACK_GPTQMODEL": 2,
     "GPTQ_TOKENS_AUTO": 0, "GPTQ_TOKENS_BYTES": 1, "GPTQ_TOKENS_IDS": 2,
+    "GPTQ_QLINEAR_KERNEL_AUTO": 0, "GPTQ_QLINEAR_KERNEL_PORTABLE": 1,
+    "GPTQ_QLINEAR_KERNEL_AVX2": 2, "GPTQ_QLINEAR_KERNEL_AVX512": 3,
+    "GPTQ_QLINEAR_KERNEL_SGEMM": 4, "GPTQ_QLINEAR_KERNEL_CUDA_GEMV": 5,
+    "GPTQ_QLINEAR_KERNEL_CUDA_MMA": 6, "GPTQ_QLINEAR_KERNEL_CUDA_CUBLAS": 7,
+    "GPTQ_QLINEAR_DTYPE_F32": 0, "GPTQ_QLINEAR_DTYPE_F16": 1, "GPTQ_QLINEAR_DTYPE_BF16": 2,
 }
 K = CONSTANTS
 
@@ -143,8 +148,10 @@ _OPAQUE = ("gptq_ctx", "gptq_hessian", "gptq_result", "gptq_model", "gptq_tokens
            "gptq_qlinear")
 CTYPES = {
     "void": None, "int": c_int, "int32_t": c_int32, "uint32_t": c_uint32,
-    "int64_t": c_int64, "uint16_t": c_uint16, "size_t": c_size_t, "double": c_double,
-    "float": c_float, "const char *": c_char_p, "char *": c_char_p,
+    "int64_t": c_int64, "uint64_t": c_uint64, "uint16_t": c_uint16, "size_t": c_size_t,
+    "double": c_double, "float": c_float, "const char *": c_char_p, "char *": c_char_p,
+    "const void *": c_void_p, "void *": c_void_p, "double *": POINTER(c_double),
+    "const uint16_t *": POINTER(c_uint16),
     "const float *": POINTER(c_float), "float *": POINTER(c_float),
     "const int32_t *": POINTER(c_int32), "int32_t *": POINTER(c_int32),
     "int64_t *": POINTER(c_int64),
@@ -174,6 +181,8 @@ API = [
     ("gptq_ctx_backend", "int32_t", ["const gptq_ctx *"]),
     ("gptq_backend_name", "const char *", ["int32_t"]),
     ("gptq_backend_available", "int", ["int32_t", "char *", "size_t"]),
+    ("gptq_ctx_synchronize", "int", ["gptq_ctx *"]),
+    ("gptq_ctx_device_bandwidth", "int", ["gptq_ctx *", "double *"]),
     # Hessian
     ("gptq_hessian_create", "int", ["gptq_ctx *", "int64_t", "gptq_hessian **"]),
     ("gptq_hessian_create_from", "int",
@@ -222,13 +231,25 @@ API = [
     ("gptq_qlinear_free", "void", ["gptq_qlinear *"]),
     ("gptq_qlinear_forward", "int",
      ["gptq_ctx *", "const gptq_qlinear *", "const float *", "int64_t", "float *"]),
+    ("gptq_qlinear_forward_f16", "int",
+     ["gptq_ctx *", "const gptq_qlinear *", "const uint16_t *", "int64_t", "float *"]),
+    ("gptq_qlinear_forward_bf16", "int",
+     ["gptq_ctx *", "const gptq_qlinear *", "const uint16_t *", "int64_t", "float *"]),
     ("gptq_qlinear_in_features", "int64_t", ["const gptq_qlinear *"]),
     ("gptq_qlinear_out_features", "int64_t", ["const gptq_qlinear *"]),
     ("gptq_qlinear_bits", "int32_t", ["const gptq_qlinear *"]),
+    ("gptq_qlinear_weight_bytes", "uint64_t", ["const gptq_qlinear *"]),
     ("gptq_qlinear_set_kernel", "int", ["gptq_ctx *", "gptq_qlinear *", "int32_t"]),
     ("gptq_qlinear_kernel", "int32_t", ["const gptq_qlinear *"]),
     ("gptq_qlinear_kernel_available", "int", ["int32_t"]),
     ("gptq_qlinear_kernel_name", "const char *", ["int32_t"]),
+    # x and y are device (cudaMalloc) or managed memory: addresses as integers.
+    ("gptq_qlinear_forward_device", "int",
+     ["gptq_ctx *", "const gptq_qlinear *", "const void *", "int32_t", "int64_t", "void *",
+      "int32_t"]),
+    ("gptq_qlinear_bench_device", "int",
+     ["gptq_ctx *", "const gptq_qlinear *", "int64_t", "int32_t", "int32_t *", "double *",
+      "double *"]),
     ("gptq_fp32_to_fp16", "uint16_t", ["float"]),
     ("gptq_fp16_to_fp32", "float", ["uint16_t"]),
     # model.h: tokens

@@ -505,7 +505,10 @@ class QLinear(_Handle):
 
     _free = _L.gptq_qlinear_free
 
-    KERNELS = ("auto", "portable", "avx2", "avx512", "sgemm")
+    # Indexed by GPTQ_QLINEAR_KERNEL_* (tests/test_abi.py checks the order). The cuda_*
+    # kernels need a layer created with a CUDA context.
+    KERNELS = ("auto", "portable", "avx2", "avx512", "sgemm", "cuda_gemv", "cuda_mma",
+               "cuda_cublas")
 
     def __init__(self, ctx, packed, bias=None):
         out = c_void_p()

@@ -50,3 +50,13 @@ def test_declarations_match_the_headers(tmp_path):
 def test_every_declared_function_is_exported():
     for name, _, _ in _lib.API:
         assert hasattr(_lib.lib, name), name
+
+
+def test_kernel_names_follow_the_constants():
+    """QLinear.KERNELS is indexed by GPTQ_QLINEAR_KERNEL_* and lists every kernel the
+    library names."""
+    from gptq import QLinear
+    for value, name in enumerate(QLinear.KERNELS):
+        assert _lib.CONSTANTS["GPTQ_QLINEAR_KERNEL_" + name.upper()] == value, name
+        assert _lib.lib.gptq_qlinear_kernel_name(value).decode() == name
+    assert _lib.lib.gptq_qlinear_kernel_name(len(QLinear.KERNELS)) == b"unknown"

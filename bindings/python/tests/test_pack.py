@@ -105,11 +105,14 @@ def test_qlinear_matches_dequant_matmul(ctx, result, rng):
     x = rng.standard_normal((5, 128)).astype(np.float32)
     want = p.matmul(x, bias=bias, ctx=ctx)
     for kernel in gptq.QLinear.KERNELS:
-        if not gptq.QLinear.kernel_available(kernel):
+        # ctx is a CPU context: the cuda_* kernels are refused (below)
+        if kernel.startswith("cuda_") or not gptq.QLinear.kernel_available(kernel):
             continue
         ql.kernel = kernel
         assert ql.kernel == kernel
         np.testing.assert_allclose(ql(x), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(gptq.NotSupportedError, match="CPU context"):
+        ql.kernel = "cuda_gemv"
     assert ql(x[0]).shape == (64,)
     with pytest.raises(ValueError, match="kernel"):
         ql.kernel = "fastest"

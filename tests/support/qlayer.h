@@ -1,0 +1,46 @@
+/*
+ * Test support: random prepared-linear layers (codes, zero points, float16-exact
+ * scales, g_idx with optional act-order shuffle, packed as v1 or v2) and their float64
+ * reference product with the error bound of each kernel family, as include/gptq/gptq.h
+ * states them next to gptq_qlinear_forward. Shared by test_qlinear.c (CPU kernels) and
+ * test_cuda_qlinear.c (GPU kernels).
+ */
+#ifndef GPTQ_TEST_QLAYER_H
+#define GPTQ_TEST_QLAYER_H
+
+#include <stdint.h>
+
+#include "gptq/gptq.h"
+
+typedef struct qlayer {
+    int32_t bits;
+    int64_t R, C, ng;
+    int32_t *codes, *zeros, *g_idx; /* [R*C], [ng*R], [C] */
+    float *scales;                  /* [ng*R], float16-exact */
+    float *bias;                    /* [R] */
+    gptq_packed p;                  /* the same, packed CLEAN */
+} qlayer;
+
+/* R x C, `bits`, groups of gs columns (-1: one), act: g_idx shuffled, sym: zero points
+ * 2^(bits-1) (else random, with 0 and maxq present), format GPTQ_FORMAT_V1/V2. */
+void qlayer_make(gptq_ctx *ctx, qlayer *L, int32_t bits, int32_t format, int64_t R, int64_t C,
+                 int32_t gs, int act, int sym, uint64_t seed);
+void qlayer_free(qlayer *L);
+
+/* Which bound qlayer_reference puts in tol (n = C, ns = groups present):
+ *   CPU:  (n + 2 ns + 4) 2^-24 (sum |x| s (q + z) + |bias|)
+ *   GEMV: (2 n + 64 ns + 4) 2^-24 (sum |x| s (q + z) + |bias|)
+ *   F16:  (2^-10 + (n + 4) 2^-23) (sum |x w| + |bias|) + 2^-24 sum (|x| + |w|),
+ *         w = s (q - z): CUDA_MMA and CUDA_CUBLAS (x and w rounded to float16). */
+enum { QLAYER_BOUND_CPU, QLAYER_BOUND_GEMV, QLAYER_BOUND_F16 };
+
+/* ref[b*R + r] = (x W^T + bias)[b, r] in float64 (bias only when with_bias), tol the
+ * chosen bound. */
+void qlayer_reference(const qlayer *L, const float *x, int64_t batch, int with_bias, int bound,
+                      double *ref, double *tol);
+
+/* Assert |y - ref| <= tol for n outputs; `what` names the case in the message. */
+void qlayer_check(const double *ref, const double *tol, const float *y, int64_t n,
+                  const char *what);
+
+#endif /* GPTQ_TEST_QLAYER_H */
