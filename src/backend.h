@@ -25,8 +25,10 @@
 /* Bumped whenever the layout of gptq_backend or gptq_block_args changes, or that of
  * struct gptq_qlinear (src/format/qlinear.h), which the module reads through the ql_*
  * slots; a module built for another version is refused at load time.
- * 2: the ql_* slots, synchronize and device_bandwidth. */
-#define GPTQ_BACKEND_ABI 2
+ * 2: the ql_* slots, synchronize and device_bandwidth.
+ * 3: gptq_host_services.math (the layout of the services table counts too) and
+ *    gptq_backend.resident_layer. */
+#define GPTQ_BACKEND_ABI 3
 
 /* Name of the symbol libgptq-cuda.so exports:
  *     const gptq_backend *NAME(const gptq_host_services *host);
@@ -45,6 +47,9 @@ typedef struct gptq_host_services {
     /* The context's resolved thread count and requested device ordinal. */
     int32_t (*threads)(const gptq_ctx *ctx);
     int32_t (*device)(const gptq_ctx *ctx);
+    /* The context's gptq_ctx_options.math (GPTQ_MATH_FP32 or GPTQ_MATH_TF32), which
+     * syrk and gemm honour (include/gptq/gptq.h says what TF32 changes). */
+    int32_t (*math)(const gptq_ctx *ctx);
 } gptq_host_services;
 
 /* The services table handed to modules (src/core/backend_load.c). */
@@ -96,7 +101,8 @@ typedef struct gptq_backend {
     int (*download)(gptq_ctx *ctx, void *dst, const void *src, size_t bytes);
 
     /* h[n, n] = beta * h + x^T x, x [rows, n]; both triangles of h are written (the
-     * result is exactly symmetric). */
+     * result is exactly symmetric). syrk and gemm: with the context's math mode
+     * GPTQ_MATH_TF32 the products read x (a, b) rounded to TF32; h and c stay float32. */
     int (*syrk)(gptq_ctx *ctx, int64_t n, int64_t rows, const float *x, float beta, float *h);
 
     /* c[m, n] = alpha * op(a) op(b) + beta * c; op transposes when trans_* is 1. */
@@ -123,6 +129,11 @@ typedef struct gptq_backend {
     /* 1 if quantize_block may run on a second host thread while the first calls gemm
      * on other columns of the same buffers (the core then overlaps them). */
     int32_t overlap_block_gemm;
+    /* 1 if the core should keep a layer's W, U and block errors in buf_alloc buffers for
+     * the whole block loop (uploaded once; gemm and quantize_block then take them in
+     * place: quantize_block's w, u and err are such buffers, its q, codes, scales, zeros
+     * and row_loss stay host memory). 0: host arrays throughout (the CPU). */
+    int32_t resident_layer;
 
     /* ---- prepared quantized linears (gptq_qlinear, src/format/qlinear.c) ----------
      * All NULL in the CPU table: a handle made with a CPU context stays on the host.

@@ -173,7 +173,8 @@ typedef struct gptq_eval_result {
  * seqlen tokens (the tail is dropped); with several sequences: each one, cut to seqlen.
  * Every window runs from position 0 with no BOS added; the NLL of tokens 1..len-1 given
  * their prefix is averaged over all predicted tokens (the references' llama_eval).
- * Quantized linears run through gptq_dequant_matmul.
+ * Quantized linears run through their prepared handles (gptq_qlinear_forward: on the
+ * GPU when the layers were loaded with a CUDA context).
  * Errors: INVALID_ARGUMENT (seqlen < 2, text shorter than one window, ids >= vocab). */
 GPTQ_API int gptq_model_eval(gptq_ctx *ctx, gptq_model *m, const gptq_tokens *text,
                              int64_t seqlen, gptq_eval_result *out);

@@ -130,6 +130,9 @@ void gptq_cli_layer_usage(FILE *f)
         "  --backend B           cpu (default), cuda or auto\n"
         "  --device N            GPU ordinal for cuda/auto (default 0)\n"
         "  --threads N           worker threads, 0 = all cores (default)\n"
+        "  --tf32                Hessian and block-update products with TF32 operands\n"
+        "                        (10 mantissa bits, float32 sums): tensor cores with\n"
+        "                        cuda; emulated, slower, on the CPU (preview)\n"
         "  --json                print one JSON object instead of the summary line\n"
         "  -q, --quiet           print nothing on success\n"
         "  -h, --help            show this help\n"
@@ -267,6 +270,8 @@ static int apply_flag(gptq_cli_layer_args *a, const char *arg)
         a->has_static_groups = 1;
     } else if (strcmp(arg, "--rtn") == 0) {
         a->rtn = 1;
+    } else if (strcmp(arg, "--tf32") == 0) {
+        a->math = GPTQ_MATH_TF32;
     } else if (strcmp(arg, "--json") == 0) {
         a->json = 1;
     } else if (strcmp(arg, "--quiet") == 0 || strcmp(arg, "-q") == 0) {

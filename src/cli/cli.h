@@ -45,6 +45,7 @@ typedef struct gptq_cli_layer_args {
     int32_t backend;   /* GPTQ_BACKEND_*, default GPTQ_BACKEND_CPU */
     int32_t device;    /* GPU ordinal for the CUDA backend, default 0 */
     int32_t threads;   /* 0 = all cores */
+    int32_t math;      /* GPTQ_MATH_FP32 (default) or GPTQ_MATH_TF32 (--tf32) */
     int json;
     int quiet;
     int help;
@@ -98,13 +99,14 @@ struct option;
 int gptq_cli_getopt(int argc, char **argv, const char *shortopts,
                     const struct option *longopts, const char *cmd);
 
-/* A context for a model command: backend, GPU ordinal, threads; library warnings printed on stderr
+/* A context for a model command: backend, GPU ordinal, threads, math mode (GPTQ_MATH_*:
+ * --tf32 of `gptq quantize`); library warnings printed on stderr
  * unless quiet, after erasing `bar`'s progress bar (bar may be NULL). Prints
  * "gptq: WHAT: message" and returns -1 on failure. */
 struct gptq_cli_progress;
-int gptq_cli_model_ctx(int32_t backend, int32_t device, int32_t threads, int quiet,
-                       const char *what,
-                       struct gptq_cli_progress *bar, gptq_ctx **out);
+int gptq_cli_model_ctx(int32_t backend, int32_t device, int32_t threads, int32_t math,
+                       int quiet, const char *what, struct gptq_cli_progress *bar,
+                       gptq_ctx **out);
 
 /* "cpu" | "cuda" | "auto" -> GPTQ_BACKEND_*; "auto" | "bytes" | "ids" -> GPTQ_TOKENS_*.
  * Return 0, or -1 for an unknown name. */

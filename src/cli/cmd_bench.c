@@ -666,7 +666,7 @@ int gptq_cli_bench_main(int argc, char **argv)
         return rc;
     }
     /* Without a usable GPU, --backend cuda fails here with the library's reason. */
-    if (gptq_cli_model_ctx(a.backend, a.device, a.threads, 0,
+    if (gptq_cli_model_ctx(a.backend, a.device, a.threads, GPTQ_MATH_FP32, 0,
                            a.backend == GPTQ_BACKEND_CUDA ? "bench: --backend cuda" : "bench",
                            NULL, &ctx) != 0)
         return GPTQ_CLI_EXIT_FAIL;

@@ -118,7 +118,8 @@ int gptq_cli_dequantize_main(int argc, char **argv)
     }
     if (gptq_cli_check_output(a.input, a.output, a.force) != 0)
         return GPTQ_CLI_EXIT_FAIL;
-    if (gptq_cli_model_ctx(GPTQ_BACKEND_CPU, 0, a.threads, a.quiet, a.input, NULL, &ctx) != 0)
+    if (gptq_cli_model_ctx(GPTQ_BACKEND_CPU, 0, a.threads, GPTQ_MATH_FP32, a.quiet, a.input, NULL,
+                           &ctx) != 0)
         return GPTQ_CLI_EXIT_FAIL;
 
     rc = GPTQ_CLI_EXIT_FAIL;

@@ -168,8 +168,9 @@ static void log_to_stderr(void *user, int32_t level, const char *msg)
     fprintf(stderr, "gptq: warning: %s\n", msg);
 }
 
-int gptq_cli_model_ctx(int32_t backend, int32_t device, int32_t threads, int quiet,
-                       const char *what, struct gptq_cli_progress *bar, gptq_ctx **out)
+int gptq_cli_model_ctx(int32_t backend, int32_t device, int32_t threads, int32_t math,
+                       int quiet, const char *what, struct gptq_cli_progress *bar,
+                       gptq_ctx **out)
 {
     gptq_ctx_options opts;
     char errbuf[512];
@@ -178,6 +179,7 @@ int gptq_cli_model_ctx(int32_t backend, int32_t device, int32_t threads, int qui
     opts.backend = backend;
     opts.device = device;
     opts.threads = threads;
+    opts.math = math;
     if (!quiet) {
         opts.log = log_to_stderr;
         opts.log_user = bar;
@@ -371,7 +373,8 @@ int gptq_cli_eval_main(int argc, char **argv)
         gptq_cli_eval_usage(stdout);
         return GPTQ_CLI_EXIT_OK;
     }
-    if (gptq_cli_model_ctx(a.backend, a.device, a.threads, 0, a.model, NULL, &ctx) != 0)
+    if (gptq_cli_model_ctx(a.backend, a.device, a.threads, GPTQ_MATH_FP32, 0, a.model, NULL,
+                           &ctx) != 0)
         return GPTQ_CLI_EXIT_FAIL;
 
     rc = GPTQ_CLI_EXIT_FAIL;

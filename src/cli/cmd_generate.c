@@ -349,7 +349,8 @@ int gptq_cli_generate_main(int argc, char **argv)
         return rc;
     }
     memset(&job, 0, sizeof job);
-    if (gptq_cli_model_ctx(a.backend, a.device, a.threads, 0, "generate", NULL, &ctx) != 0)
+    if (gptq_cli_model_ctx(a.backend, a.device, a.threads, GPTQ_MATH_FP32, 0, "generate", NULL,
+                           &ctx) != 0)
         return GPTQ_CLI_EXIT_FAIL;
     if (gptq_model_open(ctx, a.model, &m) != GPTQ_OK) {
         gptq_cli_lib_error(a.model, gptq_ctx_last_error(ctx));

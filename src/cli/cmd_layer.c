@@ -65,7 +65,7 @@ static void print_json(FILE *f, const gptq_cli_layer_args *a, const gptq_result 
             ", \"checkpoint_format\": \"%s\", \"pack_mode\": \"%s\""
             ", \"loss\": %s, \"damp_percent\": %s, \"damp_percent_configured\": %s"
             ", \"dead_columns\": %lld, \"seconds\": %s, \"hessian_seconds\": %s"
-            ", \"backend\": \"%s\", \"libgptq_version\": ",
+            ", \"backend\": \"%s\", \"math\": \"%s\", \"libgptq_version\": ",
             (long long)gptq_result_out_features(r), (long long)gptq_result_in_features(r),
             (long long)gptq_result_ngroups(r), (long long)gptq_result_out_features(r),
             (long long)gptq_result_in_features(r), (int)cfg->bits, (int)cfg->group_size,
@@ -74,7 +74,7 @@ static void print_json(FILE *f, const gptq_cli_layer_args *a, const gptq_result 
             (int)cfg->block_size, gptq_cli_format_name(a->format),
             gptq_cli_pack_name(a->pack_mode), loss, damp, damp_cfg,
             (long long)gptq_result_dead_columns(r), secs, hsecs,
-            gptq_backend_name(run->backend));
+            gptq_backend_name(run->backend), a->math == GPTQ_MATH_TF32 ? "tf32" : "fp32");
     gptq_cli_json_string(f, gptq_version());
     fputs("}\n", f);
 }
@@ -82,11 +82,12 @@ static void print_json(FILE *f, const gptq_cli_layer_args *a, const gptq_result 
 static void print_summary(FILE *f, const gptq_cli_layer_args *a, const gptq_result *r,
                           const gptq_config *cfg, const gptq_cli_layer_run *run)
 {
-    fprintf(f, "%s: %lldx%lld %d-bit g%d %s%s%s%s  loss=%.3e damp=%.4f time=%.3fs -> %s\n",
+    fprintf(f, "%s: %lldx%lld %d-bit g%d %s%s%s%s%s  loss=%.3e damp=%.4f time=%.3fs -> %s\n",
             run->case_name, (long long)gptq_result_out_features(r),
             (long long)gptq_result_in_features(r), (int)cfg->bits, (int)cfg->group_size,
             cfg->sym ? "sym" : "asym", cfg->desc_act ? " act" : "",
             cfg->static_groups ? " static" : "", cfg->rtn ? " rtn" : "",
+            a->math == GPTQ_MATH_TF32 ? " tf32" : "",
             gptq_result_loss(r), gptq_result_damp_percent(r), run->seconds, a->output);
 }
 
@@ -99,6 +100,7 @@ static int create_ctx(const gptq_cli_layer_args *a, gptq_ctx **ctx)
     opts.backend = a->backend;
     opts.device = a->device;
     opts.threads = a->threads;
+    opts.math = a->math;
     if (!a->quiet) {
         opts.log = log_to_stderr;
         opts.log_level = GPTQ_LOG_WARN;

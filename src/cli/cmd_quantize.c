@@ -76,6 +76,10 @@ void gptq_cli_quantize_usage(FILE *f)
         "  --backend B           cpu (default), cuda or auto\n"
         "  --device N            GPU ordinal for cuda/auto (default 0)\n"
         "  --threads N           worker threads, 0 = all cores (default)\n"
+        "  --tf32                Hessian and block-update products with TF32 operands\n"
+        "                        (10 mantissa bits, float32 sums): tensor cores with\n"
+        "                        cuda; emulated, slower, on the CPU (preview); changes\n"
+        "                        about 1-2 % of codes (docs/benchmarks.md)\n"
         "  --json                print one JSON object at the end instead of the text\n"
         "  -q, --quiet           print nothing on success (no progress bar either)\n"
         "  -h, --help            show this help\n"
@@ -94,6 +98,7 @@ typedef struct quantize_args {
     gptq_quantize_options q;
     gptq_save_options s;
     int32_t backend, device, threads;
+    int32_t math; /* GPTQ_MATH_*: --tf32 */
     int force, quiet, json, help;
 } quantize_args;
 
@@ -101,7 +106,7 @@ enum {
     Q_CALIB = 256, Q_CALIB_FORMAT, Q_NSAMPLES, Q_SEQLEN, Q_SEED, Q_BITS, Q_GROUP_SIZE,
     Q_ACT_ORDER, Q_STATIC_GROUPS, Q_SYM, Q_ASYM, Q_DAMP, Q_BLOCK_SIZE, Q_NO_TRUE_SEQ,
     Q_FORMAT, Q_PACK, Q_RTN, Q_THREADS, Q_BACKEND, Q_DEVICE, Q_MAX_SHARD, Q_FORCE, Q_JSON, Q_EVAL,
-    Q_EVAL_FORMAT, Q_EVAL_SEQLEN, Q_ODD_SHAPES
+    Q_EVAL_FORMAT, Q_EVAL_SEQLEN, Q_ODD_SHAPES, Q_TF32
 };
 
 static const struct option quantize_opts[] = {
@@ -128,6 +133,7 @@ static const struct option quantize_opts[] = {
     {"threads", required_argument, NULL, Q_THREADS},
     {"backend", required_argument, NULL, Q_BACKEND},
     {"device", required_argument, NULL, Q_DEVICE},
+    {"tf32", no_argument, NULL, Q_TF32},
     {"max-shard-size", required_argument, NULL, Q_MAX_SHARD},
     {"force", no_argument, NULL, Q_FORCE},
     {"quiet", no_argument, NULL, 'q'},
@@ -306,6 +312,7 @@ static int apply(quantize_args *a, int c, const char *v)
     case Q_NO_TRUE_SEQ: a->q.true_sequential = 0; break;
     case Q_RTN: cfg->rtn = 1; break;
     case Q_ODD_SHAPES: a->q.quantize_odd_shapes = 1; break;
+    case Q_TF32: a->math = GPTQ_MATH_TF32; break;
     case Q_FORCE: a->force = 1; break;
     case Q_JSON: a->json = 1; break;
     case 'q': a->quiet = 1; break;
@@ -470,10 +477,11 @@ static void print_text(FILE *f, const quantize_args *a, const quantize_job *job)
 {
     const gptq_config *c = &a->q.config;
 
-    fprintf(f, "quantized %lld layers in %.1fs: %d-bit g%d %s%s%s%s -> %s (%s)\n",
+    fprintf(f, "quantized %lld layers in %.1fs: %d-bit g%d %s%s%s%s%s -> %s (%s)\n",
             (long long)gptq_model_num_layers(job->m), job->seconds, (int)c->bits,
             (int)c->group_size, c->sym ? "sym" : "asym", c->desc_act ? " act-order" : "",
-            c->static_groups ? " static-groups" : "", c->rtn ? " rtn" : "", a->output,
+            c->static_groups ? " static-groups" : "", c->rtn ? " rtn" : "",
+            a->math == GPTQ_MATH_TF32 ? " tf32" : "", a->output,
             gptq_cli_format_name(a->s.format));
     if (job->eval != NULL)
         fprintf(f, "ppl before %.6f after %.6f (%+.2f%%; %s: %lld windows of %lld; "
@@ -505,10 +513,11 @@ static void print_json(FILE *f, const quantize_args *a, const quantize_job *job)
     gptq_cli_json_number(f, c->damp_percent);
     fprintf(f,
             ", \"nsamples\": %lld, \"seqlen\": %lld, \"seed\": %llu, \"format\": \"%s\""
-            ", \"pack\": \"%s\", \"backend\": \"%s\", \"seconds\": ",
+            ", \"pack\": \"%s\", \"backend\": \"%s\", \"math\": \"%s\", \"seconds\": ",
             (long long)a->q.nsamples, (long long)a->q.seqlen, (unsigned long long)a->q.seed,
             gptq_cli_format_name(a->s.format), gptq_cli_pack_name(a->s.pack_mode),
-            gptq_backend_name(gptq_ctx_backend(job->ctx)));
+            gptq_backend_name(gptq_ctx_backend(job->ctx)),
+            a->math == GPTQ_MATH_TF32 ? "tf32" : "fp32");
     gptq_cli_json_number(f, job->seconds);
     fputs(", \"total_seconds\": ", f);
     gptq_cli_json_number(f, gptq_cli_now() - job->t_start);
@@ -558,8 +567,8 @@ int gptq_cli_quantize_main(int argc, char **argv)
 
     memset(&job, 0, sizeof job);
     job.t_start = gptq_cli_now();
-    if (gptq_cli_model_ctx(a.backend, a.device, a.threads, a.quiet, a.model, &job.progress,
-                           &job.ctx) != 0)
+    if (gptq_cli_model_ctx(a.backend, a.device, a.threads, a.math, a.quiet, a.model,
+                           &job.progress, &job.ctx) != 0)
         return GPTQ_CLI_EXIT_FAIL;
     if (gptq_cli_sigint_install() != 0)
         gptq_cli_error("warning: cannot catch Ctrl-C; it will stop without cleaning up");

@@ -23,6 +23,7 @@ typedef const gptq_backend *(*entry_fn)(const gptq_host_services *host);
 
 static int32_t host_threads(const gptq_ctx *ctx) { return ctx->threads; }
 static int32_t host_device(const gptq_ctx *ctx) { return ctx->opts.device; }
+static int32_t host_math(const gptq_ctx *ctx) { return ctx->opts.math; }
 
 static const gptq_host_services host_services = {
     .abi_version = GPTQ_BACKEND_ABI,
@@ -30,6 +31,7 @@ static const gptq_host_services host_services = {
     .log = gptq__log,
     .threads = host_threads,
     .device = host_device,
+    .math = host_math,
 };
 
 const gptq_host_services *gptq__host_services(void) { return &host_services; }

@@ -5,6 +5,7 @@
  * state, the thread count, the log sink and the last error. Nothing here is static
  * and mutable, so separate contexts can be used from separate threads at once.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +85,12 @@ void gptq_ctx_options_init(gptq_ctx_options *opts)
     opts->threads = 0;
     opts->device = 0;
     opts->log_level = GPTQ_LOG_WARN;
+    opts->math = GPTQ_MATH_FP32;
 }
+
+/* The size of the first published layout (up to log_level): the smallest struct_size
+ * accepted. Members after it are read only when the caller's struct_size covers them. */
+#define CTX_OPTIONS_FIRST_SIZE (offsetof(gptq_ctx_options, log_level) + sizeof(int32_t))
 
 static void put_err(char *buf, size_t size, const char *msg)
 {
@@ -130,7 +136,7 @@ static int start_backend(gptq_ctx *ctx, char *why, size_t why_size)
 
 int gptq_ctx_create(const gptq_ctx_options *opts, gptq_ctx **out, char *errbuf, size_t errbuf_size)
 {
-    gptq_ctx_options defaults;
+    gptq_ctx_options defaults, given;
     gptq_ctx *ctx;
     char why[GPTQ_ERRMSG_SIZE];
     int rc;
@@ -145,11 +151,18 @@ int gptq_ctx_create(const gptq_ctx_options *opts, gptq_ctx **out, char *errbuf, 
         gptq_ctx_options_init(&defaults);
         opts = &defaults;
     }
-    if (opts->struct_size < sizeof(gptq_ctx_options)) {
+    if (opts->struct_size < CTX_OPTIONS_FIRST_SIZE) {
         put_err(errbuf, errbuf_size,
                 "gptq_ctx_create: options.struct_size is too small; call gptq_ctx_options_init()");
         return GPTQ_ERR_INVALID_ARGUMENT;
     }
+    /* A caller built against an older header has a shorter struct: read only its
+     * bytes, over the defaults (so members it lacks are theirs), and nothing past
+     * ours from a newer one. */
+    gptq_ctx_options_init(&given);
+    memcpy(&given, opts, opts->struct_size < sizeof given ? opts->struct_size : sizeof given);
+    given.struct_size = (uint32_t)sizeof given;
+    opts = &given;
     if (opts->backend < GPTQ_BACKEND_AUTO || opts->backend > GPTQ_BACKEND_CUDA) {
         snprintf(why, sizeof why, "gptq_ctx_create: unknown backend %d", (int)opts->backend);
         put_err(errbuf, errbuf_size, why);
@@ -159,13 +172,19 @@ int gptq_ctx_create(const gptq_ctx_options *opts, gptq_ctx **out, char *errbuf, 
         put_err(errbuf, errbuf_size, "gptq_ctx_create: threads and device must be >= 0");
         return GPTQ_ERR_INVALID_ARGUMENT;
     }
+    if (opts->math != GPTQ_MATH_FP32 && opts->math != GPTQ_MATH_TF32) {
+        snprintf(why, sizeof why,
+                 "gptq_ctx_create: unknown math mode %d (GPTQ_MATH_FP32 0 or GPTQ_MATH_TF32 1)",
+                 (int)opts->math);
+        put_err(errbuf, errbuf_size, why);
+        return GPTQ_ERR_INVALID_ARGUMENT;
+    }
     ctx = calloc(1, sizeof *ctx);
     if (!ctx) {
         put_err(errbuf, errbuf_size, "gptq_ctx_create: out of memory");
         return GPTQ_ERR_OUT_OF_MEMORY;
     }
     ctx->opts = *opts;
-    ctx->opts.struct_size = (uint32_t)sizeof ctx->opts;
     if (opts->threads > 0) {
         ctx->threads = opts->threads;
     } else {

@@ -42,10 +42,19 @@ typedef struct work {
     float *zeros;     /* [ng, R] */
     int32_t *perm;    /* [C] */
     double *row_loss; /* [R] */
+    /* Backends with resident_layer: W, U and the block errors in backend buffers (device
+     * memory) for the whole block loop, uploaded once; NULL otherwise. */
+    float *dw, *du, *derr;
 } work;
 
 static void work_free(work *k)
 {
+    if (k->dw)
+        k->be->buf_free(k->ctx, k->dw);
+    if (k->du)
+        k->be->buf_free(k->ctx, k->du);
+    if (k->derr)
+        k->be->buf_free(k->ctx, k->derr);
     gptq__free(k->w);
     gptq__free(k->h);
     gptq__free(k->u);
@@ -328,16 +337,41 @@ static void *block_job_main(void *p)
     return NULL;
 }
 
+/* The arrays the block loop works on: the backend's buffers when resident. */
+static float *loop_w(const work *k) { return k->dw ? k->dw : k->w; }
+static const float *loop_u(const work *k) { return k->du ? k->du : k->u; }
+
 static int timed_gemm(work *k, int64_t i1, int64_t i2, int64_t c0, int64_t c1, const float *err)
 {
     double t0 = gptq__now();
     int rc = GPTQ_OK;
     if (c1 > c0)
         rc = k->be->gemm(k->ctx, 1, 0, k->R, c1 - c0, i2 - i1, -1.0f, err, k->R,
-                         k->u + i1 * k->C + c0, k->C, 1.0f, k->w + c0, k->C);
+                         loop_u(k) + i1 * k->C + c0, k->C, 1.0f, loop_w(k) + c0, k->C);
     k->ctx->prof.gemm_s += gptq__now() - t0;
     k->ctx->prof.blas_s += gptq__now() - t0;
     return rc;
+}
+
+/* Backends with resident_layer (the GPU): W and U go to backend buffers once and the
+ * block errors are kept there, so the block loop moves only each block's results
+ * (q, codes, group parameters) back; every primitive then works on them in place. */
+static int make_resident(work *k)
+{
+    const gptq_backend *be = k->be;
+    const size_t wb = (size_t)k->R * (size_t)k->C * sizeof(float);
+    const size_t ub = (size_t)k->C * (size_t)k->C * sizeof(float);
+    const size_t eb = (size_t)k->R * (size_t)k->cfg.block_size * sizeof(float);
+
+    if (!be->resident_layer || k->cfg.rtn)
+        return GPTQ_OK;
+    k->dw = be->buf_alloc(k->ctx, wb);
+    k->du = k->dw ? be->buf_alloc(k->ctx, ub) : NULL;
+    k->derr = k->du ? be->buf_alloc(k->ctx, eb) : NULL;
+    if (!k->derr)
+        return GPTQ_ERR_OUT_OF_MEMORY; /* buf_alloc has set the message */
+    GPTQ_TRY(be->upload(k->ctx, k->dw, k->w, wb));
+    return be->upload(k->ctx, k->du, k->u, ub);
 }
 
 static int run_blocks(work *k, gptq_result *res)
@@ -346,9 +380,14 @@ static int run_blocks(work *k, gptq_result *res)
     const int32_t gs = k->cfg.group_size;
     block_job job;
     gptq_block_args *a = &job.a;
-    float *err[2] = {k->err, k->err2};
-    int overlap = k->be->overlap_block_gemm && !k->cfg.rtn && k->err2 && k->ctx->threads > 1 &&
+    /* Two error buffers when blocks overlap the GEMM; otherwise (no second buffer, or
+     * the resident loop) one serves every block. */
+    float *err[2] = {k->derr ? k->derr : k->err, k->derr || !k->err2 ? NULL : k->err2};
+    int overlap = k->be->overlap_block_gemm && !k->cfg.rtn && err[1] && k->ctx->threads > 1 &&
                   (gs == -1 || k->cfg.static_groups || B % gs == 0);
+
+    if (!err[1])
+        err[1] = err[0];
 
     memset(&job, 0, sizeof job);
     job.ctx = k->ctx;
@@ -359,8 +398,8 @@ static int run_blocks(work *k, gptq_result *res)
     a->sym = k->cfg.sym;
     a->group_size = gs;
     a->static_groups = k->cfg.rtn ? 0 : k->cfg.static_groups;
-    a->w = k->w;
-    a->u = k->cfg.rtn ? NULL : k->u;
+    a->w = loop_w(k);
+    a->u = k->cfg.rtn ? NULL : loop_u(k);
     a->perm = k->perm;
     a->row_scale = k->row_scale;
     a->row_zero = k->row_zero;
@@ -513,6 +552,8 @@ int gptq_layer_quantize(gptq_ctx *ctx, const float *w, int64_t out_features, int
             rc = apply_act_order(&k);
         if (rc == GPTQ_OK && !k.cfg.rtn)
             rc = factor(&k, res);
+        if (rc == GPTQ_OK)
+            rc = make_resident(&k);
         if (rc == GPTQ_OK)
             rc = run_blocks(&k, res);
         if (rc == GPTQ_OK)

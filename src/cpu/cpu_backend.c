@@ -7,6 +7,9 @@
  * is the column-major storage of the transpose, and the core accounts for that. The
  * *_work variants neither allocate nor transpose (the row-major LAPACKE wrappers copy
  * the whole matrix twice).
+ *
+ * GPTQ_MATH_TF32 (include/gptq/gptq.h) is emulated: SYRK and GEMM run on copies of
+ * their operands rounded to TF32, and OpenBLAS sums the products in float32 as before.
  */
 #include <cblas.h>
 #include <lapacke.h>
@@ -47,9 +50,70 @@ static int blas_dims_ok(gptq_ctx *ctx, int64_t a, int64_t b, int64_t c)
     return GPTQ_OK;
 }
 
+/* ---- TF32 emulation -------------------------------------------------------------- */
+
+/* float32 -> TF32 (1 sign, 8 exponent, 10 mantissa bits), returned as a float32 whose
+ * low 13 mantissa bits are zero. Round to nearest, ties to even, because cuBLAS does
+ * not say how its TF32 mode rounds: its documentation of cublasMath_t and cublas_api.h
+ * (CUDA 13.0) only say CUBLAS_TF32_TENSOR_OP_MATH allows "accelerating single precision
+ * routines using TF32 tensor cores" and CUBLAS_COMPUTE_32F_FAST_TF32 "down-converting
+ * inputs to TF32"; framework notes disagree (TensorFlow: inputs "rounded" to 10 bits;
+ * PyTorch: "only the first 10 bits of the input mantissa are read"). So we take IEEE's
+ * default mode; a GPU may differ in the last TF32 bit of some operands. Subnormals round
+ * the same way; a value that rounds past the largest TF32 becomes Inf, as IEEE rounding
+ * does; NaN/Inf pass unchanged (the core has already refused non-finite input). */
+static float tf32_round(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7f800000u) != 0x7f800000u) {
+        /* half a TF32 ulp less one, plus the kept last bit: exact ties go to even */
+        u += 0x0fffu + ((u >> 13) & 1u);
+        u &= ~0x1fffu;
+    }
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* A rounded, packed copy (leading dimension `cols`) of the rows x cols sub-matrix at
+ * `src` with leading dimension `ld`; NULL with OUT_OF_MEMORY recorded on failure. */
+static float *tf32_copy(gptq_ctx *ctx, const float *src, int64_t rows, int64_t cols, int64_t ld,
+                        const char *what)
+{
+    size_t bytes;
+    float *dst;
+
+    if (gptq__mul3_size(&bytes, rows, cols, (int64_t)sizeof(float)) != 0) {
+        GPTQ_FAIL(ctx, GPTQ_ERR_OUT_OF_MEMORY, "TF32 emulation: %s is too large", what);
+        return NULL;
+    }
+    dst = gptq__alloc(ctx, bytes ? bytes : sizeof(float), what);
+    if (!dst)
+        return NULL;
+    for (int64_t i = 0; i < rows; i++) {
+        const float *s = src + (size_t)i * (size_t)ld;
+        float *d = dst + (size_t)i * (size_t)cols;
+        for (int64_t j = 0; j < cols; j++)
+            d[j] = tf32_round(s[j]);
+    }
+    return dst;
+}
+
+static int cpu_tf32(const gptq_ctx *ctx) { return ctx->opts.math == GPTQ_MATH_TF32; }
+
+/* ---- SYRK, GEMM -------------------------------------------------------------------- */
+
 static int cpu_syrk(gptq_ctx *ctx, int64_t n, int64_t rows, const float *x, float beta, float *h)
 {
+    float *xr = NULL;
+
     GPTQ_TRY(blas_dims_ok(ctx, n, rows, 1));
+    if (cpu_tf32(ctx) && n > 0 && rows > 0) {
+        xr = tf32_copy(ctx, x, rows, n, n, "TF32 copy of the calibration rows");
+        if (!xr)
+            return GPTQ_ERR_OUT_OF_MEMORY;
+        x = xr;
+    }
     /* Row-major x [rows, n]: h = beta*h + x^T x on the upper triangle, then mirror so
      * both triangles hold bit-identical values. */
     cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)n, (int)rows, 1.0f, x, (int)n, beta, h,
@@ -60,6 +124,7 @@ static int cpu_syrk(gptq_ctx *ctx, int64_t n, int64_t rows, const float *x, floa
             for (int64_t i = ib; i < ib + 32 && i < n; i++)
                 for (int64_t j = jb; j < jb + 32 && j < i; j++)
                     h[i * n + j] = h[j * n + i];
+    gptq__free(xr);
     return GPTQ_OK;
 }
 
@@ -71,6 +136,21 @@ static int cpu_gemm(gptq_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t 
     GPTQ_TRY(blas_dims_ok(ctx, lda, ldb, ldc));
     if (m == 0 || n == 0)
         return GPTQ_OK;
+    if (cpu_tf32(ctx) && k > 0) {
+        /* Stored shapes: a is k x m when transposed, else m x k; b likewise k x n or
+         * n x k. The packed copies get leading dimensions of their column counts. */
+        int64_t ar = trans_a ? k : m, ac = trans_a ? m : k;
+        int64_t br = trans_b ? n : k, bc = trans_b ? k : n;
+        float *ra = tf32_copy(ctx, a, ar, ac, lda, "TF32 copy of a GEMM operand");
+        float *rb = ra ? tf32_copy(ctx, b, br, bc, ldb, "TF32 copy of a GEMM operand") : NULL;
+        if (rb)
+            cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                        trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha, ra,
+                        (int)ac, rb, (int)bc, beta, c, (int)ldc);
+        gptq__free(ra);
+        gptq__free(rb);
+        return rb ? GPTQ_OK : GPTQ_ERR_OUT_OF_MEMORY;
+    }
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha, a, (int)lda, b,
                 (int)ldb, beta, c, (int)ldc);

@@ -12,6 +12,8 @@
  * Numerics: float32 throughout, cuBLAS in CUBLAS_PEDANTIC_MATH (no TF32, no reduced
  * precision reductions). SYRK/GEMM/Cholesky sum in another order than OpenBLAS/LAPACK,
  * as a different thread count does on the CPU; the quantizer kernel is bit exact.
+ * Exception, on request: a context created with GPTQ_MATH_TF32 runs SYRK and GEMM in
+ * CUBLAS_TF32_TENSOR_OP_MATH (tf32_begin/tf32_end), every other call stays pedantic.
  *
  * State: the vtable's primitives receive the context but not the state init() made, and
  * the host services offer no way to fetch it; so the module keeps a list of its live
@@ -36,13 +38,6 @@ int gptq_cu_fail(gptq_ctx *ctx, cudaError_t e, const char *call)
                               cudaGetErrorName(e), (int)e, cudaGetErrorString(e));
 }
 
-static int blas_fail(gptq_ctx *ctx, cublasStatus_t s, const char *call)
-{
-    int status = s == CUBLAS_STATUS_ALLOC_FAILED ? GPTQ_ERR_OUT_OF_MEMORY : GPTQ_ERR_DEVICE;
-    return gptq_cu_host->fail(ctx, status, "CUDA backend: %s failed: %s (%d): %s", call,
-                              cublasGetStatusName(s), (int)s, cublasGetStatusString(s));
-}
-
 static int solver_fail(gptq_ctx *ctx, cusolverStatus_t s, const char *call)
 {
     int status = s == CUSOLVER_STATUS_ALLOC_FAILED ? GPTQ_ERR_OUT_OF_MEMORY : GPTQ_ERR_DEVICE;
@@ -50,12 +45,6 @@ static int solver_fail(gptq_ctx *ctx, cusolverStatus_t s, const char *call)
                               (int)s);
 }
 
-#define BLAS_TRY(ctx, call)                                \
-    do {                                                   \
-        cublasStatus_t cu_s_ = (call);                     \
-        if (cu_s_ != CUBLAS_STATUS_SUCCESS)                \
-            return blas_fail((ctx), cu_s_, #call);         \
-    } while (0)
 #define SOLVER_TRY(ctx, call)                              \
     do {                                                   \
         cusolverStatus_t cu_s_ = (call);                   \
@@ -110,10 +99,10 @@ static int open_handles(gptq_ctx *ctx, cu_state *st)
 {
     CU_TRY(ctx, cudaSetDevice(st->device));
     CU_TRY(ctx, cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking));
-    BLAS_TRY(ctx, cublasCreate(&st->blas));
-    BLAS_TRY(ctx, cublasSetStream(st->blas, st->stream));
+    CU_BLAS_TRY(ctx, cublasCreate(&st->blas));
+    CU_BLAS_TRY(ctx, cublasSetStream(st->blas, st->stream));
     /* float32 as the CPU backend: no TF32 tensor cores, no reduced-precision sums. */
-    BLAS_TRY(ctx, cublasSetMathMode(st->blas, CUBLAS_PEDANTIC_MATH));
+    CU_BLAS_TRY(ctx, cublasSetMathMode(st->blas, CUBLAS_PEDANTIC_MATH));
     SOLVER_TRY(ctx, cusolverDnCreate(&st->solver));
     SOLVER_TRY(ctx, cusolverDnSetStream(st->solver, st->stream));
     CU_TRY(ctx, cudaMalloc((void **)&st->d_info, sizeof(int)));
@@ -332,6 +321,30 @@ static int dims_ok(gptq_ctx *ctx, int64_t a, int64_t b, int64_t c)
 
 /* ---- SYRK, GEMM ----------------------------------------------------------------------- */
 
+/* GPTQ_MATH_TF32 (include/gptq/gptq.h): the handle's math mode is switched for one SYRK
+ * or GEMM and put back to CUBLAS_PEDANTIC_MATH right after, even when the call failed,
+ * so the Cholesky family and the next context's call never see TF32. The mode is read
+ * by cuBLAS when the call is enqueued, so no stream synchronisation is needed. */
+static int tf32_begin(gptq_ctx *ctx, cu_state *st, int *on)
+{
+    *on = gptq_cu_host->math(ctx) == GPTQ_MATH_TF32;
+    if (*on)
+        CU_BLAS_TRY(ctx, cublasSetMathMode(st->blas, CUBLAS_TF32_TENSOR_OP_MATH));
+    return GPTQ_OK;
+}
+
+/* Restore the pedantic mode; `rc` is the status of the call in between, kept if it failed. */
+static int tf32_end(gptq_ctx *ctx, cu_state *st, int on, int rc)
+{
+    cublasStatus_t s;
+    if (!on)
+        return rc;
+    s = cublasSetMathMode(st->blas, CUBLAS_PEDANTIC_MATH);
+    if (rc == GPTQ_OK && s != CUBLAS_STATUS_SUCCESS)
+        return gptq_cu_blas_fail(ctx, s, "cublasSetMathMode(CUBLAS_PEDANTIC_MATH)");
+    return rc;
+}
+
 /* h[i][j] = h[j][i] for i > j (row-major): copy the upper triangle into the lower one,
  * through a 32 x 32 shared tile so both the reads and the writes are coalesced. */
 __global__ void mirror_upper_kernel(float *h, int64_t n)
@@ -356,7 +369,7 @@ __global__ void mirror_upper_kernel(float *h, int64_t n)
 static int cu_syrk(gptq_ctx *ctx, int64_t n, int64_t rows, const float *x, float beta, float *h)
 {
     const float one = 1.0f;
-    int status;
+    int status, tf32;
     cu_state *st = gptq_cu_state(ctx, &status);
     operand ox, oh;
     int64_t tiles;
@@ -371,8 +384,16 @@ static int cu_syrk(gptq_ctx *ctx, int64_t n, int64_t rows, const float *x, float
     GPTQ_TRY(stage(st, CU_SLOT_C, h, n, n, n, beta != 0.0f, &oh));
     /* Row-major x [rows, n] is the column-major n x rows matrix A = x^T, so A A^T = x^T x.
      * The column-major lower triangle is the row-major upper one the CPU computes. */
-    BLAS_TRY(ctx, cublasSsyrk(st->blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, (int)n, (int)rows,
-                              &one, ox.dev, (int)ox.ld, &beta, oh.dev, (int)oh.ld));
+    GPTQ_TRY(tf32_begin(ctx, st, &tf32));
+    status = GPTQ_OK;
+    {
+        cublasStatus_t s = cublasSsyrk(st->blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, (int)n,
+                                       (int)rows, &one, ox.dev, (int)ox.ld, &beta, oh.dev,
+                                       (int)oh.ld);
+        if (s != CUBLAS_STATUS_SUCCESS)
+            status = gptq_cu_blas_fail(ctx, s, "cublasSsyrk");
+    }
+    GPTQ_TRY(tf32_end(ctx, st, tf32, status));
     tiles = (n + 31) / 32;
     if (tiles > 65535)
         return gptq_cu_host->fail(ctx, GPTQ_ERR_NOT_SUPPORTED,
@@ -387,7 +408,7 @@ static int cu_gemm(gptq_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n
                    float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                    float beta, float *c, int64_t ldc)
 {
-    int status;
+    int status, tf32;
     cu_state *st = gptq_cu_state(ctx, &status);
     operand oa, ob, oc;
 
@@ -402,9 +423,17 @@ static int cu_gemm(gptq_ctx *ctx, int trans_a, int trans_b, int64_t m, int64_t n
     GPTQ_TRY(stage(st, CU_SLOT_C, c, m, n, ldc, beta != 0.0f, &oc));
     /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: the same buffers
      * with the operands swapped and the same transpose flags. */
-    BLAS_TRY(ctx, cublasSgemm(st->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                              trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, (int)n, (int)m, (int)k, &alpha,
-                              ob.dev, (int)ob.ld, oa.dev, (int)oa.ld, &beta, oc.dev, (int)oc.ld));
+    GPTQ_TRY(tf32_begin(ctx, st, &tf32));
+    status = GPTQ_OK;
+    {
+        cublasStatus_t s = cublasSgemm(st->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                       trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, (int)n, (int)m, (int)k,
+                                       &alpha, ob.dev, (int)ob.ld, oa.dev, (int)oa.ld, &beta,
+                                       oc.dev, (int)oc.ld);
+        if (s != CUBLAS_STATUS_SUCCESS)
+            status = gptq_cu_blas_fail(ctx, s, "cublasSgemm");
+    }
+    GPTQ_TRY(tf32_end(ctx, st, tf32, status));
     return unstage(st, c, m, n, ldc, &oc);
 }
 
@@ -525,6 +554,8 @@ static const gptq_backend cuda_backend = {
     .quantize_block = gptq_cu_quantize_block,
     /* One stream per context: the core must not run a block beside a GEMM. */
     .overlap_block_gemm = 0,
+    /* W, U and the block errors stay on the device for a layer's block loop. */
+    .resident_layer = 1,
     .ql_prepare = gptq_cu_ql_prepare,
     .ql_release = gptq_cu_ql_release,
     .ql_kernel_check = gptq_cu_ql_kernel_check,

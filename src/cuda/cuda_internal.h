@@ -67,6 +67,22 @@ int gptq_cu_fail(gptq_ctx *ctx, cudaError_t e, const char *call);
             return gptq_cu_fail((ctx), cu_e_, #call);      \
     } while (0)
 
+/* cuBLAS failures the same way (allocation failures as OUT_OF_MEMORY), and the early
+ * return on one. */
+static inline int gptq_cu_blas_fail(gptq_ctx *ctx, cublasStatus_t s, const char *call)
+{
+    int status = s == CUBLAS_STATUS_ALLOC_FAILED ? GPTQ_ERR_OUT_OF_MEMORY : GPTQ_ERR_DEVICE;
+    return gptq_cu_host->fail(ctx, status, "CUDA backend: %s failed: %s (%d): %s", call,
+                              cublasGetStatusName(s), (int)s, cublasGetStatusString(s));
+}
+
+#define CU_BLAS_TRY(ctx, call)                                   \
+    do {                                                         \
+        cublasStatus_t cu_s_ = (call);                           \
+        if (cu_s_ != CUBLAS_STATUS_SUCCESS)                      \
+            return gptq_cu_blas_fail((ctx), cu_s_, #call);       \
+    } while (0)
+
 /* A scratch buffer of at least `bytes` (NULL after recording a failure). */
 void *gptq_cu_scratch(cu_state *st, int slot, size_t bytes, int *status);
 

@@ -33,19 +33,6 @@
 #define MMA_AUTO_MAX 256
 #define MMA_CHUNK 64 /* the MMA kernel's largest batch per launch */
 
-static int blas_fail(gptq_ctx *ctx, cublasStatus_t s, const char *call)
-{
-    int status = s == CUBLAS_STATUS_ALLOC_FAILED ? GPTQ_ERR_OUT_OF_MEMORY : GPTQ_ERR_DEVICE;
-    return gptq_cu_host->fail(ctx, status, "CUDA backend: %s failed: %s (%d): %s", call,
-                              cublasGetStatusName(s), (int)s, cublasGetStatusString(s));
-}
-
-#define BLAS_TRY(ctx, call)                                \
-    do {                                                   \
-        cublasStatus_t cu_s_ = (call);                     \
-        if (cu_s_ != CUBLAS_STATUS_SUCCESS)                \
-            return blas_fail((ctx), cu_s_, #call);         \
-    } while (0)
 
 /* ---- device copies ---------------------------------------------------------------- */
 
@@ -195,15 +182,6 @@ static int32_t resolve(const gptq_cu_ql *d, int32_t kernel, int64_t batch)
 
 /* ---- small kernels: input gather, dequantization, epilogue -------------------------- */
 
-static __device__ __forceinline__ float load_x(const void *x, int32_t dtype, int64_t i)
-{
-    if (dtype == GPTQ_QLINEAR_DTYPE_F16)
-        return __half2float(((const __half *)x)[i]);
-    if (dtype == GPTQ_QLINEAR_DTYPE_BF16)
-        return __bfloat162float(((const __nv_bfloat16 *)x)[i]);
-    return ((const float *)x)[i];
-}
-
 /* xh[b][k] = fl16(x[b][colmap[k]]) for k < ncol (0 for padding, -1), rows ldo apart;
  * colmap NULL: the identity. */
 __global__ void gather_half(const void *x, int32_t dtype, int64_t C, const int32_t *colmap,
@@ -217,7 +195,7 @@ __global__ void gather_half(const void *x, int32_t dtype, int64_t C, const int32
         if (k < ncol) {
             const int64_t j = colmap ? (int64_t)colmap[k] : k;
             if (j >= 0)
-                v = load_x(x, dtype, b * C + j);
+                v = gptq_cu_load_x(x, dtype, b * C + j);
         }
         xh[i] = __float2half_rn(v);
     }
@@ -291,11 +269,14 @@ static int run_mma(cu_state *st, const gptq_cu_ql *d, const void *x, int32_t x_d
     int status = GPTQ_OK;
     __half *xh;
     void *ws = NULL;
+    unsigned *cnt = NULL;
 
     xh = (__half *)gptq_cu_scratch(st, CU_SLOT_QL_X, (size_t)(batch * ldx) * 2, &status);
     if (!xh)
         return status;
     if (wsb && !(ws = gptq_cu_scratch(st, CU_SLOT_QL_WS, wsb, &status)))
+        return status;
+    if (gptq_cu_mma_counters(m) && !(cnt = gptq_cu_ql_counters(st, gptq_cu_mma_counters(m), &status)))
         return status;
     gather_half<<<grid_for(batch * ldx, d->sms), 256, 0, st->stream>>>(
         x, x_dtype, d->C, d->colmap, d->cp, ldx, batch, xh);
@@ -304,7 +285,7 @@ static int run_mma(cu_state *st, const gptq_cu_ql *d, const void *x, int32_t x_d
         const int64_t nb = batch - b0 < MMA_CHUNK ? batch - b0 : MMA_CHUNK;
         int rc = gptq_cu_mma_forward(ctx, st->stream, m, xh + b0 * ldx, ldx, nb,
                                      (char *)y + (size_t)(b0 * d->R) * ysize, y_half, d->bias,
-                                     ws);
+                                     ws, cnt);
         if (rc != GPTQ_OK)
             return rc;
     }
@@ -347,13 +328,13 @@ static int run_cublas(cu_state *st, const gptq_cu_ql *d, const void *x, int32_t 
      * float32 and summed in float32 (COMPUTE_32F); the context's handle is in pedantic
      * mode for the quantizer's float32 GEMMs, which would keep this product off the
      * tensor cores, so default math is set for this call only. */
-    BLAS_TRY(ctx, cublasSetMathMode(st->blas, CUBLAS_DEFAULT_MATH));
+    CU_BLAS_TRY(ctx, cublasSetMathMode(st->blas, CUBLAS_DEFAULT_MATH));
     bs = cublasGemmEx(st->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)d->R, (int)batch, (int)d->C, &one,
                       w, CUDA_R_16F, (int)d->C, xh, CUDA_R_16F, (int)d->C, &zero, acc,
                       CUDA_R_32F, (int)d->R, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     cublasSetMathMode(st->blas, CUBLAS_PEDANTIC_MATH);
     if (bs != CUBLAS_STATUS_SUCCESS)
-        return blas_fail(ctx, bs, "cublasGemmEx (dequantized float16 weights)");
+        return gptq_cu_blas_fail(ctx, bs, "cublasGemmEx (dequantized float16 weights)");
     if (!direct) {
         epilogue<<<grid_for(batch * d->R, d->sms), 256, 0, st->stream>>>(acc, d->bias, d->R,
                                                                         batch * d->R, y, y_half);
@@ -492,7 +473,7 @@ static int bench_call(bench_state *b, int dense, int i)
                                         b->y, CUDA_R_16F, (int)b->R, CUBLAS_COMPUTE_32F,
                                         CUBLAS_GEMM_DEFAULT);
         return s == CUBLAS_STATUS_SUCCESS ? GPTQ_OK
-                                          : blas_fail(b->st->ctx, s, "cublasGemmEx (float16 baseline)");
+                                          : gptq_cu_blas_fail(b->st->ctx, s, "cublasGemmEx (float16 baseline)");
     }
 }
 

@@ -71,15 +71,6 @@ static __device__ __forceinline__ float *gv_smem()
 #endif
 }
 
-static __device__ __forceinline__ float load_x(const void *x, int32_t dtype, int64_t i)
-{
-    if (dtype == GPTQ_QLINEAR_DTYPE_F16)
-        return __half2float(((const __half *)x)[i]);
-    if (dtype == GPTQ_QLINEAR_DTYPE_BF16)
-        return __bfloat162float(((const __nv_bfloat16 *)x)[i]);
-    return ((const float *)x)[i];
-}
-
 static __device__ __forceinline__ uint32_t comp(const uint4 &v, int r)
 {
     return r == 0 ? v.x : r == 1 ? v.y : r == 2 ? v.z : v.w;
@@ -101,6 +92,27 @@ static __device__ __forceinline__ uint32_t code_at(const uint32_t *w, int m)
         return lo | ((w[2] >> hb) & 1u) << 2;
     }
     return (w[0] >> (BITS * m)) & ((1u << BITS) - 1u);
+}
+
+/* Fold a finished run of segment `seg` into the lane's four rows:
+ * acc += scale * (dot - zero * xsum), the scale and zero loaded now (8 + 4 bytes). */
+template <int NB>
+static __device__ __forceinline__ void fold_run(const gv_args &a, int64_t t, int seg, int q,
+                                                const float (&dot)[4][NB], const float (&xr)[NB],
+                                                float (&acc)[4][NB])
+{
+    const int64_t o = (t * a.nseg + seg) * 16 + 4 * q;
+    const uint2 s2 = __ldg((const uint2 *)(a.scales + o));
+    const uint32_t z4 = __ldg((const uint32_t *)(a.zeros + o));
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+        const uint32_t sb16 = (r < 2 ? s2.x : s2.y) >> (16 * (r & 1));
+        const float sc = __half2float(__ushort_as_half((unsigned short)sb16));
+        const float z = code_f((z4 >> (8 * r)) & 255u);
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+            acc[r][b] = __fmaf_rn(sc, __fmaf_rn(-z, xr[b], dot[r][b]), acc[r][b]);
+    }
 }
 
 template <int BITS, int NB>
@@ -129,7 +141,7 @@ __global__ void __launch_bounds__(GV_THREADS) gemv_kernel(gv_args a)
             const int64_t k = blk0 * KB + c;
             const int64_t jc = a.colmap ? (int64_t)__ldg(a.colmap + k) : k;
             if (jc >= 0)
-                v = load_x(a.x, a.x_dtype, b * a.C + jc);
+                v = gptq_cu_load_x(a.x, a.x_dtype, b * a.C + jc);
         }
         xs[i] = v;
     }
@@ -175,22 +187,8 @@ __global__ void __launch_bounds__(GV_THREADS) gemv_kernel(gv_args a)
                 if (sg[u] < 0)
                     continue;
                 if (sg[u] != cur) {
-                    if (cur >= 0) {
-                        /* fold the finished run: acc += scale * (dot - zero * xsum) */
-                        const int64_t o = (t * a.nseg + cur) * 16 + 4 * q;
-                        const uint2 s2 = __ldg((const uint2 *)(a.scales + o));
-                        const uint32_t z4 = __ldg((const uint32_t *)(a.zeros + o));
-#pragma unroll
-                        for (int r = 0; r < 4; r++) {
-                            const uint32_t sb16 = (r < 2 ? s2.x : s2.y) >> (16 * (r & 1));
-                            const float sc = __half2float(__ushort_as_half((unsigned short)sb16));
-                            const float z = code_f((z4 >> (8 * r)) & 255u);
-#pragma unroll
-                            for (int b = 0; b < NB; b++)
-                                acc[r][b] = __fmaf_rn(sc, __fmaf_rn(-z, xr[b], dot[r][b]),
-                                                      acc[r][b]);
-                        }
-                    }
+                    if (cur >= 0)
+                        fold_run<NB>(a, t, cur, q, dot, xr, acc);
                     cur = sg[u];
 #pragma unroll
                     for (int b = 0; b < NB; b++) {
@@ -231,20 +229,8 @@ __global__ void __launch_bounds__(GV_THREADS) gemv_kernel(gv_args a)
                 }
             }
         }
-        if (cur >= 0) {
-            const int64_t o = (t * a.nseg + cur) * 16 + 4 * q;
-            const uint2 s2 = __ldg((const uint2 *)(a.scales + o));
-            const uint32_t z4 = __ldg((const uint32_t *)(a.zeros + o));
-#pragma unroll
-            for (int r = 0; r < 4; r++) {
-                const uint32_t sb16 = (r < 2 ? s2.x : s2.y) >> (16 * (r & 1));
-                const float sc = __half2float(__ushort_as_half((unsigned short)sb16));
-                const float z = code_f((z4 >> (8 * r)) & 255u);
-#pragma unroll
-                for (int b = 0; b < NB; b++)
-                    acc[r][b] = __fmaf_rn(sc, __fmaf_rn(-z, xr[b], dot[r][b]), acc[r][b]);
-            }
-        }
+        if (cur >= 0)
+            fold_run<NB>(a, t, cur, q, dot, xr, acc);
     }
 
     /* Lanes q, q + 4, ..., q + 28 hold the same rows: a fixed butterfly sums them. */
@@ -266,7 +252,12 @@ __global__ void __launch_bounds__(GV_THREADS) gemv_kernel(gv_args a)
                 const int64_t row = t * 16 + 4 * q + r;
                 if (row >= a.R)
                     continue;
-                for (int b = 0; b < a.nb; b++) {
+                /* Up to NB with a test, not up to a.nb: a constant index keeps acc in
+                 * registers (a run-time one would put the whole array in local memory). */
+#pragma unroll
+                for (int b = 0; b < NB; b++) {
+                    if (b >= a.nb)
+                        continue;
                     const float v = a.bias ? __fadd_rn(acc[r][b], a.bias[row]) : acc[r][b];
                     if (a.y_half)
                         ((__half *)a.y)[b * a.R + row] = __float2half_rn(v);
@@ -338,6 +329,22 @@ static gv_kernel pick(int bits, int nb)
 
 static int nb_class(int64_t nb) { return nb <= 1 ? 1 : nb <= 2 ? 2 : nb <= 4 ? 4 : 8; }
 
+unsigned *gptq_cu_ql_counters(cu_state *st, size_t n, int *status)
+{
+    const size_t old_bytes = st->slot_bytes[CU_SLOT_QL_CNT];
+    unsigned *c = (unsigned *)gptq_cu_scratch(st, CU_SLOT_QL_CNT, n * sizeof(unsigned), status);
+    cudaError_t e;
+
+    /* A new buffer starts at 0; the kernels leave it at 0. New means grown: the pointer
+     * alone does not tell, cudaMalloc may return the address just freed. */
+    if (c && st->slot_bytes[CU_SLOT_QL_CNT] != old_bytes &&
+        (e = cudaMemsetAsync(c, 0, st->slot_bytes[CU_SLOT_QL_CNT], st->stream)) != cudaSuccess) {
+        *status = gptq_cu_fail(st->ctx, e, "cudaMemsetAsync (arrival counters)");
+        return NULL;
+    }
+    return c;
+}
+
 int gptq_cu_ql_gemv(cu_state *st, const gptq_cu_ql *d, const void *x, int32_t x_dtype,
                     int64_t batch, void *y, int y_half)
 {
@@ -379,18 +386,12 @@ int gptq_cu_ql_gemv(cu_state *st, const gptq_cu_ql *d, const void *x, int32_t x_
     a.ksplit = (int32_t)ksplit;
     if (ksplit > 1) {
         const size_t part = (size_t)ksplit * GV_MAX_NB * (size_t)(d->ntiles * 16) * sizeof(float);
-        const size_t cnt = (size_t)gx * sizeof(unsigned);
-        const size_t old_bytes = st->slot_bytes[CU_SLOT_QL_CNT];
         a.part = (float *)gptq_cu_scratch(st, CU_SLOT_QL_WS, part, &status);
         if (!a.part)
             return status;
-        a.cnt = (unsigned *)gptq_cu_scratch(st, CU_SLOT_QL_CNT, cnt, &status);
+        a.cnt = gptq_cu_ql_counters(st, (size_t)gx, &status);
         if (!a.cnt)
             return status;
-        /* A new counter buffer starts at 0; the kernel leaves it at 0. New means grown:
-         * the pointer alone does not tell, cudaMalloc may return the address just freed. */
-        if (st->slot_bytes[CU_SLOT_QL_CNT] != old_bytes)
-            CU_TRY(ctx, cudaMemsetAsync(a.cnt, 0, st->slot_bytes[CU_SLOT_QL_CNT], st->stream));
     }
     for (int64_t b0 = 0; b0 < batch; b0 += GV_MAX_NB) {
         const int64_t nb = batch - b0 < GV_MAX_NB ? batch - b0 : GV_MAX_NB;

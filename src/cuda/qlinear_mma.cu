@@ -48,7 +48,6 @@ struct gptq_cu_mma {
     __half *scales;    /* [nseg][R], rows permuted within each 64 */
     __half *zb;        /* [nseg][R] 1024 + zero, same order */
     int32_t *slice_seg; /* [ks] segment of each k-slice */
-    unsigned *counters; /* [ntn] split-K arrivals, back to 0 after every launch */
 };
 
 /* ---- leaf functions: the PTX, or the emulation's stand-ins ----------------------- */
@@ -417,7 +416,6 @@ void gptq_cu_mma_release(gptq_cu_mma *m)
     cudaFree(m->scales);
     cudaFree(m->zb);
     cudaFree(m->slice_seg);
-    cudaFree(m->counters);
     free(m);
 }
 
@@ -539,13 +537,11 @@ int gptq_cu_mma_prepare(gptq_ctx *ctx, cudaStream_t s, const gptq_qlinear *ql, g
     MMA_TRY(cudaMalloc((void **)&m->scales, nsc * sizeof *hs));
     MMA_TRY(cudaMalloc((void **)&m->zb, nsc * sizeof *hz));
     MMA_TRY(cudaMalloc((void **)&m->slice_seg, (size_t)m->ks * sizeof *hseg));
-    MMA_TRY(cudaMalloc((void **)&m->counters, (size_t)m->ntn * sizeof(unsigned)));
     MMA_TRY(cudaMemcpyAsync(m->codes, hc, ncw * sizeof *hc, cudaMemcpyHostToDevice, s));
     MMA_TRY(cudaMemcpyAsync(m->scales, hs, nsc * sizeof *hs, cudaMemcpyHostToDevice, s));
     MMA_TRY(cudaMemcpyAsync(m->zb, hz, nsc * sizeof *hz, cudaMemcpyHostToDevice, s));
     MMA_TRY(cudaMemcpyAsync(m->slice_seg, hseg, (size_t)m->ks * sizeof *hseg,
                             cudaMemcpyHostToDevice, s));
-    MMA_TRY(cudaMemsetAsync(m->counters, 0, (size_t)m->ntn * sizeof(unsigned), s));
     MMA_TRY(cudaStreamSynchronize(s));
 done:
     free(hc);
@@ -559,9 +555,14 @@ done:
     return status;
 }
 
+size_t gptq_cu_mma_counters(const gptq_cu_mma *m)
+{
+    return m && m->splits > 1 ? (size_t)m->ntn : 0;
+}
+
 int gptq_cu_mma_forward(gptq_ctx *ctx, cudaStream_t s, const gptq_cu_mma *m, const __half *xp,
                         int64_t ldx, int64_t batch, void *y, int y_half, const float *bias,
-                        void *ws)
+                        void *ws, unsigned *counters)
 {
     if (!m || !xp || !y || batch < 1 || batch > 16 * MMA_MAX_MT)
         return gptq_cu_host->fail(ctx, GPTQ_ERR_INVALID_ARGUMENT,
@@ -571,9 +572,9 @@ int gptq_cu_mma_forward(gptq_ctx *ctx, cudaStream_t s, const gptq_cu_mma *m, con
                                   "CUDA backend: MMA forward: x must be 16-byte aligned with a "
                                   "row stride that is a multiple of 8 and >= %lld, y 8-byte aligned",
                                   (long long)m->cp);
-    if (m->splits > 1 && !ws)
+    if (m->splits > 1 && (!ws || !counters))
         return gptq_cu_host->fail(ctx, GPTQ_ERR_INVALID_ARGUMENT,
-                                  "CUDA backend: MMA forward: workspace missing");
+                                  "CUDA backend: MMA forward: workspace or counters missing");
     /* Launches of at most max_mt m16 tiles, in order on s: each leaves the split-K
      * counters at 0 and is done with ws before the next starts. */
     const dim3 grid((unsigned)m->ntn, (unsigned)m->splits), block(MMA_THREADS);
@@ -583,7 +584,7 @@ int gptq_cu_mma_forward(gptq_ctx *ctx, cudaStream_t s, const gptq_cu_mma *m, con
         const int mt = (nb + 15) / 16;
         const mma_kernel_fn kern = kernel_for(m->bits, mt);
         void *yb = (char *)y + (size_t)b0 * (size_t)m->R * ysize;
-        kern<<<grid, block, mma_smem_bytes(m->bits, mt), s>>>(m->codes, m->scales, m->zb, m->slice_seg, xp + b0 * ldx, ldx, nb, m->R, m->ks, m->nst, (float *)ws, m->counters, yb, y_half, bias);
+        kern<<<grid, block, mma_smem_bytes(m->bits, mt), s>>>(m->codes, m->scales, m->zb, m->slice_seg, xp + b0 * ldx, ldx, nb, m->R, m->ks, m->nst, (float *)ws, counters, yb, y_half, bias);
         CU_TRY(ctx, cudaGetLastError());
     }
     return GPTQ_OK;

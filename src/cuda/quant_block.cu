@@ -218,6 +218,7 @@ int gptq_cu_quantize_block(gptq_ctx *ctx, const gptq_block_args *args)
     cu_state *st = gptq_cu_state(ctx, &status);
     qb_args k;
     int64_t wc1 = args->i2, g1 = 0;
+    int w_dev, u_dev, err_dev;
     size_t shared;
     char *p;
     float *qh;
@@ -233,11 +234,17 @@ int gptq_cu_quantize_block(gptq_ctx *ctx, const gptq_block_args *args)
     if (args->maxq > 255)
         return gptq_cu_host->fail(ctx, GPTQ_ERR_NOT_SUPPORTED,
                                   "CUDA backend: more than 8 bits per code is not supported");
-    if (gptq_cu_is_device(args->w) || gptq_cu_is_device(args->q))
+    /* w, u and err may be device buffers (the core's resident block loop), used in
+     * place; the other arrays are host memory, as the core keeps them. */
+    w_dev = gptq_cu_is_device(args->w);
+    u_dev = args->u && gptq_cu_is_device(args->u);
+    err_dev = args->u && gptq_cu_is_device(args->err);
+    if (gptq_cu_is_device(args->q) || gptq_cu_is_device(args->codes) ||
+        gptq_cu_is_device(args->perm))
         return gptq_cu_host->fail(ctx, GPTQ_ERR_NOT_SUPPORTED,
-                                  "CUDA backend: quantize_block takes host arrays (the core's "
-                                  "layout); device-resident block arguments are not supported "
-                                  "yet");
+                                  "CUDA backend: quantize_block writes q and codes to host "
+                                  "memory and reads perm from it; device arrays there are not "
+                                  "supported");
     if (R / TILE_ROWS >= INT32_MAX)
         return gptq_cu_host->fail(ctx, GPTQ_ERR_NOT_SUPPORTED, "CUDA backend: too many rows");
 
@@ -269,16 +276,25 @@ int gptq_cu_quantize_block(gptq_ctx *ctx, const gptq_block_args *args)
             wc1 = last_start + gs < C ? last_start + gs : C;
     }
 
-    /* Inputs: one scratch buffer per kind, carved. */
-    p = (char *)gptq_cu_scratch(st, CU_SLOT_W, (size_t)R * (size_t)(wc1 - i1) * sizeof(float),
-                                &status);
-    if (!p)
-        return status;
-    k.w = (const float *)p;
-    k.w_ld = wc1 - i1;
-    k.w_c0 = i1;
-    GPTQ_TRY(put2d(st, p, args->w + i1, R, wc1 - i1, C, sizeof(float)));
-    if (args->u) {
+    /* Inputs: one scratch buffer per kind, carved; device operands in place. */
+    if (w_dev) {
+        k.w = args->w;
+        k.w_ld = C;
+        k.w_c0 = 0;
+    } else {
+        p = (char *)gptq_cu_scratch(st, CU_SLOT_W, (size_t)R * (size_t)(wc1 - i1) * sizeof(float),
+                                    &status);
+        if (!p)
+            return status;
+        k.w = (const float *)p;
+        k.w_ld = wc1 - i1;
+        k.w_c0 = i1;
+        GPTQ_TRY(put2d(st, p, args->w + i1, R, wc1 - i1, C, sizeof(float)));
+    }
+    if (u_dev) {
+        k.u = args->u + i1 * C + i1;
+        k.u_ld = C;
+    } else if (args->u) {
         float *u = (float *)gptq_cu_scratch(st, CU_SLOT_U, (size_t)(bw * bw) * sizeof(float),
                                             &status);
         if (!u)
@@ -322,6 +338,8 @@ int gptq_cu_quantize_block(gptq_ctx *ctx, const gptq_block_args *args)
             return status;
         k.err = (float *)carve(&p, (size_t)(R * bw) * 4);
         k.loss = (double *)carve(&p, (size_t)R * 8);
+        if (err_dev)
+            k.err = args->err; /* same [bw, R] layout */
     }
 
     shared = smem_bytes(bw);
@@ -345,7 +363,7 @@ int gptq_cu_quantize_block(gptq_ctx *ctx, const gptq_block_args *args)
     status = get(st, qh, k.q, (size_t)(R * bw) * sizeof(float));
     if (status == GPTQ_OK)
         status = get(st, ch, k.codes, (size_t)(R * bw) * sizeof(int32_t));
-    if (status == GPTQ_OK && args->u)
+    if (status == GPTQ_OK && args->u && !err_dev)
         status = get(st, args->err, k.err, (size_t)(R * bw) * sizeof(float));
     if (status == GPTQ_OK && args->u)
         status = get(st, loss, k.loss, (size_t)R * sizeof(double));

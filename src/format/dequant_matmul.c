@@ -17,6 +17,7 @@
  * same layer repeatedly should keep a gptq_qlinear instead.
  */
 #include "format.h"
+#include "qlinear.h"
 
 int gptq_dequant_matmul(gptq_ctx *ctx, const gptq_packed *w, const float *x, int64_t batch,
                         const float *bias, float *y)
@@ -32,7 +33,7 @@ int gptq_dequant_matmul(gptq_ctx *ctx, const gptq_packed *w, const float *x, int
         return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT, "%s: batch = %lld (must be >= 1)", fn,
                          (long long)batch);
     GPTQ_TRY(gptq__packed_check(ctx, w, fn));
-    GPTQ_TRY(gptq_qlinear_create(ctx, w, bias, &ql));
+    GPTQ_TRY(gptq__qlinear_create_host(ctx, w, bias, &ql)); /* on the host, as documented */
     rc = gptq_qlinear_forward(ctx, ql, x, batch, y);
     gptq_qlinear_free(ql);
     return rc;

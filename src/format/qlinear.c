@@ -280,8 +280,8 @@ static void repack_params(gptq_qlinear *ql, const gptq_packed *w, uint8_t *zrow)
     }
 }
 
-int gptq_qlinear_create(gptq_ctx *ctx, const gptq_packed *w, const float *bias,
-                        gptq_qlinear **out)
+static int create(gptq_ctx *ctx, const gptq_packed *w, const float *bias, int on_device,
+                  gptq_qlinear **out)
 {
     const char *fn = "gptq_qlinear_create";
     gptq_qlinear *ql;
@@ -350,7 +350,7 @@ int gptq_qlinear_create(gptq_ctx *ctx, const gptq_packed *w, const float *bias,
     }
     gptq__free(jb.scratch);
     /* A CUDA context: the device copy, on its device. */
-    if (rc == GPTQ_OK && ctx && ctx->backend_id == GPTQ_BACKEND_CUDA) {
+    if (rc == GPTQ_OK && on_device && ctx && ctx->backend_id == GPTQ_BACKEND_CUDA) {
         if (!ctx->backend->ql_prepare)
             rc = GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
                            "%s: the %s backend cannot hold prepared layers", fn,
@@ -369,6 +369,18 @@ int gptq_qlinear_create(gptq_ctx *ctx, const gptq_packed *w, const float *bias,
     ql->kernel = kernel_from_env(ctx, ql->dev != NULL);
     *out = ql;
     return GPTQ_OK;
+}
+
+int gptq_qlinear_create(gptq_ctx *ctx, const gptq_packed *w, const float *bias,
+                        gptq_qlinear **out)
+{
+    return create(ctx, w, bias, 1, out);
+}
+
+int gptq__qlinear_create_host(gptq_ctx *ctx, const gptq_packed *w, const float *bias,
+                              gptq_qlinear **out)
+{
+    return create(ctx, w, bias, 0, out);
 }
 
 /* ---- getters and settings ----------------------------------------------------- */

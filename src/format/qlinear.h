@@ -69,6 +69,11 @@ struct gptq_qlinear {
     int32_t device;
 };
 
+/* gptq_qlinear_create without the GPU copy, whatever ctx's backend: a handle that lives
+ * on the host only (gptq_dequant_matmul, documented to run on the host). */
+int gptq__qlinear_create_host(gptq_ctx *ctx, const gptq_packed *w, const float *bias,
+                              gptq_qlinear **out);
+
 /* One forward call as the kernels see it. Rows of x and y are `batch` apart by ldx and
  * R; y is written (not accumulated) for the real rows of the tiles a kernel is given,
  * bias included. */

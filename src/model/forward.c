@@ -13,7 +13,7 @@
  * Every product and sum is rounded to float32 where the reference rounds (the build
  * uses -ffp-contract=off), so results agree with the reference to float32 summation
  * order. Linears over all nseq * seqlen rows at once go through SGEMM (or
- * gptq_dequant_matmul for quantized ones); RoPE tables and causal attention live in
+ * their prepared handles, gptq_qlinear_forward, for quantized ones); RoPE tables and causal attention live in
  * attention.c. Element-wise passes run on the context's threads.
  */
 #include <cblas.h>

@@ -5,6 +5,8 @@
  *   "nodev"   init() fails with GPTQ_ERR_DEVICE through the host's fail()
  *   "ok"      init() succeeds; the table borrows nothing else (the test only creates
  *             and frees a context)
+ *   "math"    init() fails with GPTQ_ERR_DEVICE and a message that reports the math
+ *             mode read through the host's math() (tests/test_tf32.c)
  * Built twice: once exporting the entry point, once without it (STUB_NO_ENTRY).
  */
 #include <stdlib.h>
@@ -21,6 +23,8 @@ static int stub_init(gptq_ctx *ctx, void **state)
     if (mode && strcmp(mode, "nodev") == 0)
         return host->fail(ctx, GPTQ_ERR_DEVICE, "stub: no CUDA device (device %d requested)",
                           (int)host->device(ctx));
+    if (mode && strcmp(mode, "math") == 0)
+        return host->fail(ctx, GPTQ_ERR_DEVICE, "stub: math mode %d", (int)host->math(ctx));
     return GPTQ_OK;
 }
 

@@ -46,6 +46,7 @@ CONSTANTS = {
     "GPTQ_ERR_SHAPE": -8, "GPTQ_ERR_DEVICE": -9, "GPTQ_ERR_CANCELLED": -10,
     "GPTQ_ERR_INTERNAL": -11, "GPTQ_ERR_NOT_FOUND": -12,
     "GPTQ_BACKEND_AUTO": 0, "GPTQ_BACKEND_CPU": 1, "GPTQ_BACKEND_CUDA": 2,
+    "GPTQ_MATH_FP32": 0, "GPTQ_MATH_TF32": 1,
     "GPTQ_LOG_ERROR": 0, "GPTQ_LOG_WARN": 1, "GPTQ_LOG_INFO": 2, "GPTQ_LOG_DEBUG": 3,
     "GPTQ_INVERSE_FAST": 0, "GPTQ_INVERSE_REFERENCE": 1,
     "GPTQ_FORMAT_V1": 1, "GPTQ_FORMAT_V2": 2,
@@ -67,7 +68,7 @@ LOG_FN = ctypes.CFUNCTYPE(None, c_void_p, c_int32, c_char_p)
 class CtxOptions(Structure):
     _fields_ = [("struct_size", c_uint32), ("backend", c_int32), ("threads", c_int32),
                 ("device", c_int32), ("log", LOG_FN), ("log_user", c_void_p),
-                ("log_level", c_int32)]
+                ("log_level", c_int32), ("math", c_int32)]
 
 
 class Config(Structure):

@@ -34,6 +34,9 @@ pub const GPTQ_BACKEND_AUTO: i32 = 0;
 pub const GPTQ_BACKEND_CPU: i32 = 1;
 pub const GPTQ_BACKEND_CUDA: i32 = 2;
 
+pub const GPTQ_MATH_FP32: i32 = 0;
+pub const GPTQ_MATH_TF32: i32 = 1;
+
 pub const GPTQ_LOG_ERROR: i32 = 0;
 pub const GPTQ_LOG_WARN: i32 = 1;
 pub const GPTQ_LOG_INFO: i32 = 2;
@@ -96,6 +99,7 @@ pub struct gptq_ctx_options {
     pub log: gptq_log_fn,
     pub log_user: *mut c_void,
     pub log_level: i32,
+    pub math: i32,
 }
 
 #[repr(C)]

@@ -88,7 +88,8 @@ fn check_source() -> String {
     let src = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
         .expect("read src/lib.rs");
     let mut c = String::from("#include <stddef.h>\n#include <gptq/gptq.h>\n#include <gptq/model.h>\n\n");
-    layout!(c, gptq_ctx_options { struct_size, backend, threads, device, log, log_user, log_level });
+    layout!(c, gptq_ctx_options { struct_size, backend, threads, device, log, log_user, log_level,
+                                      math });
     layout!(c, gptq_config { struct_size, bits, group_size, sym, desc_act, static_groups,
                              block_size, rtn, damp_percent, damp_auto_increment, inverse });
     layout!(c, gptq_unpacked { bits, group_size, out_features, in_features, ngroups, codes,

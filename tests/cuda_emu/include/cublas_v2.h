@@ -1,0 +1,2 @@
+/* Emulation stand-in for <cublas_v2.h>: tests/cuda_emu/cublas_emu.h. */
+#include "../cublas_emu.h"
