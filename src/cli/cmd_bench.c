@@ -12,8 +12,9 @@
  * figures; speedup_vs_sgemv is the BLAS median over the kernel's median.
  *
  * Unless --warm is given, calls rotate over copies of the layer (and of the float32
- * weights) totalling at least 128 MiB, so that each call reads its weights from memory
- * as a model's forward pass does, not from the L3 cache.
+ * weights) totalling at least twice the last-level cache (128 MiB at least), so that
+ * each call reads its weights from memory as a model's forward pass does, not from the
+ * cache (some servers have an L3 of several hundred MiB).
  *
  * OpenBLAS is reached through the process's symbol table (libgptq.so depends on it),
  * so this command still links only libgptq; it says so if the symbols are missing.
@@ -35,7 +36,7 @@
 #include "bench.h"
 #include "cli.h"
 
-#define COLD_BYTES ((double)(128u << 20))
+#define COLD_BYTES_MIN ((double)(128u << 20))
 #define MAX_STREAM_THREADS 64
 
 void gptq_cli_bench_usage(FILE *f)
@@ -234,6 +235,18 @@ static int parse(int argc, char **argv, gptq_cli_bench_args *a)
 }
 
 /* ---- small helpers ------------------------------------------------------------ */
+
+/* Bytes of weight copies that leave the caches: twice the largest cache level glibc
+ * reports (0 where it cannot tell), and COLD_BYTES_MIN at least. */
+static double cold_bytes(void)
+{
+    double c = 0.0;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+    const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE), l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    c = 2.0 * (double)(l3 > l2 ? l3 : l2);
+#endif
+    return c > COLD_BYTES_MIN ? c : COLD_BYTES_MIN;
+}
 
 static uint64_t rng_next(uint64_t *s) /* splitmix64 */
 {
@@ -546,7 +559,7 @@ static int run(const gptq_cli_bench_args *a, gptq_ctx *ctx)
     s.ncopies = 1;
     wbytes = (double)gptq_qlinear_weight_bytes(s.ql[0]);
     {
-        const int want = a->warm ? 1 : (int)ceil(COLD_BYTES / wbytes);
+        const int want = a->warm ? 1 : (int)ceil(cold_bytes() / wbytes);
         gptq_qlinear **more = realloc(s.ql, (size_t)want * sizeof *s.ql);
         if (!more)
             goto done_packed;
@@ -595,7 +608,7 @@ static int run(const gptq_cli_bench_args *a, gptq_ctx *ctx)
     /* OpenBLAS on float32 weights */
     {
         const double fbytes = (double)(R * C) * sizeof(float);
-        const int want = a->warm ? 1 : (int)ceil(COLD_BYTES / fbytes);
+        const int want = a->warm ? 1 : (int)ceil(cold_bytes() / fbytes);
         float **more = realloc(s.wf, (size_t)want * sizeof *s.wf);
         if (!more)
             goto done_packed;
