@@ -27,8 +27,9 @@
  * slots; a module built for another version is refused at load time.
  * 2: the ql_* slots, synchronize and device_bandwidth.
  * 3: gptq_host_services.math (the layout of the services table counts too) and
- *    gptq_backend.resident_layer. */
-#define GPTQ_BACKEND_ABI 3
+ *    gptq_backend.resident_layer.
+ * 4: gptq_backend.offload_forward_gemm. */
+#define GPTQ_BACKEND_ABI 4
 
 /* Name of the symbol libgptq-cuda.so exports:
  *     const gptq_backend *NAME(const gptq_host_services *host);
@@ -134,6 +135,10 @@ typedef struct gptq_backend {
      * place: quantize_block's w, u and err are such buffers, its q, codes, scales, zeros
      * and row_loss stay host memory). 0: host arrays throughout (the CPU). */
     int32_t resident_layer;
+    /* 1 if the model's forward pass should hand its large float GEMMs (calibration and
+     * evaluation batches) to this backend's gemm, which stages host operands; 0: they
+     * run on the host's OpenBLAS (the CPU). */
+    int32_t offload_forward_gemm;
 
     /* ---- prepared quantized linears (gptq_qlinear, src/format/qlinear.c) ----------
      * All NULL in the CPU table: a handle made with a CPU context stays on the host.

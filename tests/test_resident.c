@@ -1,17 +1,24 @@
 /*
- * The core's resident block loop (src/core/quantize.c, make_resident), which backends
- * with resident_layer (the GPU) use: W, U and the block errors in buf_alloc buffers for
- * the whole loop, uploaded once. Run here on the CPU backend's own primitives with
- * resident_layer switched on (a copy of its table whose buffers are counted), it must give
- * bit for bit what the ordinary loop gives, on every public reference case, and free
- * every buffer it took.
+ * The paths the core and the model take for a backend that keeps data on a device (the
+ * GPU), run here on the CPU backend's own primitives behind a copy of its table with
+ * the flags switched on (buffers and calls counted):
+ *  - resident_layer (src/core/quantize.c, make_resident): W, U and the block errors in
+ *    buf_alloc buffers for the whole block loop, uploaded once; it must give bit for
+ *    bit what the ordinary loop gives, on every public reference case, and free every
+ *    buffer it took;
+ *  - offload_forward_gemm (src/model/forward.c, sgemm_nt): the model's large float
+ *    GEMMs through the backend's gemm, in float32 whatever the context's math mode.
  */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "backend.h"
+#include "gptq/model.h"
 #include "refcase.h"
+
+#define TINY GPTQ_TEST_MODELS "/tiny-llama-bytes"
 
 static gptq_backend resident_cpu;
 static const gptq_backend *plain_cpu;
@@ -127,4 +134,50 @@ Test(resident, rtn_takes_no_buffers)
     cr_expect_eq(live_buffers, 0);
     gptq_result_free(res);
     gptq_ctx_free(ctx);
+}
+
+/* ---- offload_forward_gemm: the model's large float GEMMs through the backend's gemm ---- */
+
+static int gemm_calls;
+
+static int counting_gemm(gptq_ctx *ctx, int ta, int tb, int64_t m, int64_t n, int64_t k,
+                         float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                         float beta, float *c, int64_t ldc)
+{
+    gemm_calls++;
+    cr_assert_eq(ctx->opts.math, GPTQ_MATH_FP32, "the forward's GEMMs stay float32");
+    return plain_cpu->gemm(ctx, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+/* The bundled model evaluated with its big GEMMs handed to the backend gives the
+ * perplexity of the host's own row-split SGEMMs (up to summation order), and a context
+ * in TF32 mode still multiplies in float32 there. */
+Test(resident, offloaded_forward_gemm_matches)
+{
+    gptq_ctx *off = resident_ctx(), *host = NULL;
+    gptq_model *m1 = NULL, *m2 = NULL;
+    gptq_tokens *text = NULL;
+    gptq_eval_result e1 = {.struct_size = sizeof e1}, e2 = {.struct_size = sizeof e2};
+
+    resident_cpu.offload_forward_gemm = 1;
+    resident_cpu.gemm = counting_gemm;
+    off->opts.math = GPTQ_MATH_TF32; /* must not leak into the forward's GEMMs */
+    cr_assert_eq(gptq_ctx_create(NULL, &host, NULL, 0), GPTQ_OK);
+    cr_assert_eq(gptq_model_open(off, TINY, &m1), GPTQ_OK, "%s", gptq_ctx_last_error(off));
+    cr_assert_eq(gptq_model_open(host, TINY, &m2), GPTQ_OK);
+    cr_assert_eq(gptq_tokens_load(host, TINY "/eval.txt", GPTQ_TOKENS_BYTES, &text), GPTQ_OK);
+    gemm_calls = 0;
+    cr_assert_eq(gptq_model_eval(off, m1, text, 256, &e1), GPTQ_OK, "%s",
+                 gptq_ctx_last_error(off));
+    cr_assert_eq(gptq_model_eval(host, m2, text, 256, &e2), GPTQ_OK);
+    printf("offloaded forward GEMMs: %d calls, ppl %.6f (host %.6f)\n", gemm_calls, e1.ppl,
+           e2.ppl);
+    cr_expect_gt(gemm_calls, 0);
+    cr_expect_eq(off->opts.math, GPTQ_MATH_TF32, "the context's mode is restored");
+    cr_expect_lt(fabs(e1.ppl / e2.ppl - 1.0), 1e-5, "%.8f vs %.8f", e1.ppl, e2.ppl);
+    gptq_tokens_free(text);
+    gptq_model_free(m1);
+    gptq_model_free(m2);
+    gptq_ctx_free(off);
+    gptq_ctx_free(host);
 }

@@ -131,7 +131,8 @@ typedef void (*gptq_log_fn)(void *user, int32_t level, const char *msg);
  * GPTQ_MATH_TF32: the backend's two large matrix products, the SYRK that accumulates
  * the Hessian (gptq_hessian_add) and the GEMM of the lazy block updates inside
  * gptq_layer_quantize, take their float32 operands rounded to TF32 (8 exponent bits,
- * 10 explicit mantissa bits) and sum the products in float32. The Cholesky factorisation and inverse, the in-block quantizer loop and
+ * 10 explicit mantissa bits) and sum the products in float32. The Cholesky
+ * factorisation and inverse, the in-block quantizer loop, the model forward pass and
  * everything else stay float32.
  *  - CUDA backend: those calls run with cublasSetMathMode(CUBLAS_TF32_TENSOR_OP_MATH),
  *    i.e. on the tensor cores of sm_80 and later (cuBLAS may still pick a float32

@@ -556,6 +556,8 @@ static const gptq_backend cuda_backend = {
     .overlap_block_gemm = 0,
     /* W, U and the block errors stay on the device for a layer's block loop. */
     .resident_layer = 1,
+    /* The calibration forward's GEMMs (up to tens of TFLOP per layer) on the GPU. */
+    .offload_forward_gemm = 1,
     .ql_prepare = gptq_cu_ql_prepare,
     .ql_release = gptq_cu_ql_release,
     .ql_kernel_check = gptq_cu_ql_kernel_check,

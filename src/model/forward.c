@@ -21,6 +21,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "backend.h"
 #include "core/simd.h"
 #include "format/qlinear.h"
 #include "model.h"
@@ -232,10 +233,26 @@ static int rows_split(gptq_ctx *ctx, gemm_job *jb, int64_t n)
     return GPTQ_OK;
 }
 
+/* Float GEMMs of at least this many multiply-adds go to a backend with
+ * offload_forward_gemm (the GPU): below it, staging the operands costs more than the
+ * host's own SGEMM (generation's single rows never leave the host). */
+#define OFFLOAD_MIN_MACS (1LL << 27)
+
 static int sgemm_nt(gptq_ctx *ctx, const float *x, int64_t n, int64_t in, const float *w,
                     int64_t out, float *y)
 {
     gemm_job jb = {.x = x, .w = w, .y = y, .in = in, .out = out};
+
+    if (ctx && ctx->backend->offload_forward_gemm && n * in * out >= OFFLOAD_MIN_MACS) {
+        /* float32 whatever the context's math mode: TF32 is documented for the
+         * quantizer's SYRK and GEMM only, and the CPU's forward never rounds to it. */
+        const int32_t math = ctx->opts.math;
+        int rc;
+        ctx->opts.math = GPTQ_MATH_FP32;
+        rc = ctx->backend->gemm(ctx, 0, 1, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+        ctx->opts.math = math;
+        return rc;
+    }
     return rows_split(ctx, &jb, n);
 }
 
