@@ -1,7 +1,8 @@
 /*
  * What the test programs of tests/cuda_emu share (defined in test_qlinear_emu.cpp):
- * counters and EXPECT, random layers made and packed by the public API, the exact
- * product with the bounds gptq.h states next to gptq_qlinear_forward, and comparison.
+ * counters and EXPECT, random layers (tests/support/qlayer.h, made and packed by the
+ * public API) with their handles, the exact product with the bounds gptq.h states next
+ * to gptq_qlinear_forward (qlayer's reference), and comparison.
  */
 #ifndef GPTQ_CUDA_EMU_TEST_H
 #define GPTQ_CUDA_EMU_TEST_H
@@ -10,6 +11,7 @@
 #include <stdio.h>
 
 #include "cuda_internal.h"
+#include "qlayer.h"
 
 extern int failures, checks;
 
@@ -24,15 +26,10 @@ extern int failures, checks;
         }                                                                                  \
     } while (0)
 
-/* Codes, zero points (0 and maxq included), float16-exact scales, g_idx of gs-wide groups
- * (shuffled for act-order), bias; packed CLEAN as v1 or v2; two handles (no bias, bias),
- * made on ctx (a CPU context). */
-struct layer {
-    int32_t bits, gs, act, fmt;
-    int64_t R, C, ng, ns;
-    int32_t *codes, *zeros, *g_idx;
-    float *scales, *bias;
-    gptq_packed p;
+/* A random layer of tests/support/qlayer.h (zero points random, 0 and maxq included;
+ * packed CLEAN as v1 or v2) and two handles on it (no bias, bias), made on ctx (a CPU
+ * context). */
+struct layer : qlayer {
     gptq_qlinear *ql[2];
 };
 
@@ -42,10 +39,11 @@ int layer_make(gptq_ctx *ctx, layer *L, int32_t bits, int32_t fmt, int64_t R, in
 void layer_free(layer *L);
 
 /* The bounds: the CPU kernels', CUDA_GEMV's, CUDA_MMA's (which CUDA_CUBLAS shares:
- * BOUND_CUBLAS is the same formula, its worst ratio kept apart). */
+ * BOUND_CUBLAS is qlayer's F16 bound as BOUND_MMA is, its worst ratio kept apart). */
 enum { BOUND_CPU, BOUND_GEMV, BOUND_MMA, BOUND_CUBLAS };
 
-/* ref = x W^T (+ bias) in float64 and the bound of every output for `kind`. */
+/* ref = x W^T (+ bias) in float64 and the bound of every output for `kind`:
+ * qlayer_try_reference with the matching QLAYER_BOUND_. */
 void reference(const layer *L, const float *x, int64_t batch, int bias, int kind, double *ref,
                double *tol);
 /* One more float16 rounding of the result. */

@@ -42,72 +42,18 @@ void *xmalloc(size_t n)
     return p;
 }
 
+/* qlayer_try_make (sym = 0) and the two handles. */
 int layer_make(gptq_ctx *ctx, layer *L, int32_t bits, int32_t fmt, int64_t R, int64_t C,
-                      int32_t gs, int act, uint64_t seed)
+               int32_t gs, int act, uint64_t seed)
 {
-    const int64_t ng = gs < 0 ? 1 : (C + gs - 1) / gs;
-    const int32_t maxq = (1 << bits) - 1;
-    int64_t qw[2], qz[2];
-    gptq_unpacked u;
+    const char *why = "";
 
-    memset(L, 0, sizeof *L);
-    L->bits = bits;
-    L->gs = gs;
-    L->act = act;
-    L->fmt = fmt;
-    L->R = R;
-    L->C = C;
-    L->ng = ng;
-    L->codes = (int32_t *)xmalloc((size_t)(R * C) * sizeof(int32_t));
-    L->zeros = (int32_t *)xmalloc((size_t)(ng * R) * sizeof(int32_t));
-    L->g_idx = (int32_t *)xmalloc((size_t)C * sizeof(int32_t));
-    L->scales = (float *)xmalloc((size_t)(ng * R) * sizeof(float));
-    L->bias = (float *)xmalloc((size_t)R * sizeof(float));
-    for (int64_t i = 0; i < R * C; i++)
-        L->codes[i] = (int32_t)(rng_next(&seed) % (uint64_t)(maxq + 1));
-    for (int64_t i = 0; i < ng * R; i++) {
-        L->zeros[i] = (int32_t)(rng_next(&seed) % (uint64_t)(maxq + 1));
-        L->scales[i] =
-            gptq_fp16_to_fp32(gptq_fp32_to_fp16(0.01f + 0.05f * fabsf(rng_uniform(&seed))));
-    }
-    L->zeros[0] = 0;
-    L->zeros[ng * R - 1] = maxq;
-    for (int64_t j = 0; j < C; j++)
-        L->g_idx[j] = gs < 0 ? 0 : (int32_t)(j / gs);
-    if (act)
-        for (int64_t j = C - 1; j > 0; j--) {
-            const int64_t k = (int64_t)(rng_next(&seed) % (uint64_t)(j + 1));
-            const int32_t t = L->g_idx[j];
-            L->g_idx[j] = L->g_idx[k];
-            L->g_idx[k] = t;
-        }
-    L->ns = ng; /* every group has columns: g_idx is j / gs, possibly shuffled */
-    for (int64_t r = 0; r < R; r++)
-        L->bias[r] = rng_uniform(&seed);
-
-    if (gptq_packed_shape(bits, R, C, ng, qw, qz) != GPTQ_OK)
+    L->ql[0] = L->ql[1] = NULL;
+    if (qlayer_try_make(ctx, L, bits, fmt, R, C, gs, act, 0, seed, &why) != GPTQ_OK) {
+        fprintf(stderr, "layer: %s\n", why);
         return -1;
-    L->p.bits = bits;
-    L->p.format = fmt;
-    L->p.out_features = R;
-    L->p.in_features = C;
-    L->p.ngroups = ng;
-    L->p.qweight = (int32_t *)xmalloc((size_t)(qw[0] * qw[1]) * sizeof(int32_t));
-    L->p.qzeros = (int32_t *)xmalloc((size_t)(qz[0] * qz[1]) * sizeof(int32_t));
-    L->p.scales = (uint16_t *)xmalloc((size_t)(ng * R) * sizeof(uint16_t));
-    L->p.g_idx = (int32_t *)xmalloc((size_t)C * sizeof(int32_t));
-    memset(&u, 0, sizeof u);
-    u.bits = bits;
-    u.group_size = gs;
-    u.out_features = R;
-    u.in_features = C;
-    u.ngroups = ng;
-    u.codes = L->codes;
-    u.scales = L->scales;
-    u.zeros = L->zeros;
-    u.g_idx = L->g_idx;
-    if (gptq_pack(ctx, &u, GPTQ_PACK_CLEAN, &L->p) != GPTQ_OK ||
-        gptq_qlinear_create(ctx, &L->p, NULL, &L->ql[0]) != GPTQ_OK ||
+    }
+    if (gptq_qlinear_create(ctx, &L->p, NULL, &L->ql[0]) != GPTQ_OK ||
         gptq_qlinear_create(ctx, &L->p, L->bias, &L->ql[1]) != GPTQ_OK) {
         fprintf(stderr, "layer: %s\n", gptq_ctx_last_error(ctx));
         return -1;
@@ -119,52 +65,23 @@ void layer_free(layer *L)
 {
     gptq_qlinear_free(L->ql[0]);
     gptq_qlinear_free(L->ql[1]);
-    free(L->codes);
-    free(L->zeros);
-    free(L->g_idx);
-    free(L->scales);
-    free(L->bias);
-    free(L->p.qweight);
-    free(L->p.qzeros);
-    free(L->p.scales);
-    free(L->p.g_idx);
+    qlayer_free(L);
 }
 
 /* ---- the exact product and the bounds ---------------------------------------------- */
 
-/* ref = x W^T (+ bias) in float64 (exact: every term is a float32 x times a float16
- * scale times a small integer) and the bound of every output for `kind`. */
-void reference(const layer *L, const float *x, int64_t batch, int bias, int kind,
-                      double *ref, double *tol)
+/* qlayer's exact product and bound; CUDA_CUBLAS shares CUDA_MMA's. */
+void reference(const layer *L, const float *x, int64_t batch, int bias, int kind, double *ref,
+               double *tol)
 {
-    const int64_t R = L->R, C = L->C;
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t r = 0; r < R; r++) {
-            const double bv = bias ? (double)L->bias[r] : 0.0;
-            double y = bv, mag = fabs(bv), sub = 0.0;
-            for (int64_t j = 0; j < C; j++) {
-                const int64_t g = L->g_idx[j];
-                const double s = L->scales[g * R + r], xv = x[b * C + j];
-                const int32_t q = L->codes[r * C + j], z = L->zeros[g * R + r];
-                const double w = (double)(float)(s * (q - z)); /* the reference weight */
-                y += xv * s * (q - z);
-                if (kind == BOUND_MMA) {
-                    mag += fabs(xv * w);
-                    sub += fabs(xv) + fabs(w);
-                } else {
-                    mag += fabs(xv) * s * (q + z);
-                }
-            }
-            ref[b * R + r] = y;
-            switch (kind) {
-            case BOUND_CPU: tol[b * R + r] = (double)(C + 2 * L->ns + 4) * 0x1p-24 * mag; break;
-            case BOUND_GEMV:
-                tol[b * R + r] = (double)(2 * C + 64 * L->ns + 4) * 0x1p-24 * mag;
-                break;
-            default:
-                tol[b * R + r] = (0x1p-10 + (double)(C + 4) * 0x1p-23) * mag + 0x1p-24 * sub;
-            }
-        }
+    const int bound = kind == BOUND_CPU    ? QLAYER_BOUND_CPU
+                      : kind == BOUND_GEMV ? QLAYER_BOUND_GEMV
+                                           : QLAYER_BOUND_F16;
+    const char *why = "";
+    if (qlayer_try_reference(L, x, batch, bias, bound, ref, tol, &why) != GPTQ_OK) {
+        fprintf(stderr, "%s\n", why);
+        exit(2);
+    }
 }
 
 /* One more float16 rounding of the result (relative 2^-11, half a subnormal step). */
@@ -306,7 +223,7 @@ static void gemv_case(gptq_ctx *ctx, cu_state *st, const layer *L, int sms, int6
 
     snprintf(what, sizeof what,
              "gemv %lldx%lld b%d gs%d act%d v%d sms%d batch %lld x %s y %s bias %d",
-             (long long)R, (long long)C, L->bits, L->gs, L->act, L->fmt, sms, (long long)batch,
+             (long long)R, (long long)C, L->bits, L->gs, L->act, L->p.format, sms, (long long)batch,
              dtype_name(x_dtype), y_half ? "f16" : "f32", bias);
     make_x(batch * C, x_dtype, seed, x, xe);
     memset(y, 0xff, (size_t)n * (y_half ? 2 : 4)); /* NaN in both widths */
@@ -478,7 +395,7 @@ static void test_mma(gptq_ctx *ctx)
                     continue;
                 }
                 snprintf(lw, sizeof lw, "mma %lldx528 b%d gs%d act%d v%d", (long long)R,
-                         bits[b], gss[g], act, L.fmt);
+                         bits[b], gss[g], act, L.p.format);
                 gptq_emu::st().nsm = wide ? 4 : 1;
                 gptq_emu::st().occupancy = wide ? 2 : 1;
                 EXPECT(gptq_cu_mma_unsupported(L.ql[0]) == NULL, "%s: refused: %s", lw,

@@ -162,7 +162,7 @@ static void forward_case(gptq_ctx *ctx, cu_state *st, const layer *L, void *cons
 
     snprintf(what, sizeof what,
              "%s %lldx%lld b%d gs%d act%d v%d batch %lld x %s y %s bias %d %s operands",
-             kname(f.kernel), (long long)R, (long long)C, L->bits, L->gs, L->act, L->fmt,
+             kname(f.kernel), (long long)R, (long long)C, L->bits, L->gs, L->act, L->p.format,
              (long long)f.batch, dtype_name(f.x_dtype), y_half ? "f16" : "f32", f.bias,
              f.device_pointers ? "device" : "host");
     make_x(f.batch * C, f.x_dtype, seed, x, xe);
@@ -294,7 +294,7 @@ static void test_forward(gptq_ctx *ctx, cu_state *st)
                     continue;
                 }
                 snprintf(lw, sizeof lw, "%lldx%lld b%d gs%d act%d v%d", (long long)R,
-                         (long long)C, bits[b], gss[g], act, L.fmt);
+                         (long long)C, bits[b], gss[g], act, L.p.format);
                 for (int bias = 0; bias < 2; bias++) {
                     const int rc = gptq_cu_ql_prepare(ctx, L.ql[bias], &devs[bias]);
                     EXPECT(rc == GPTQ_OK, "%s: prepare: %s", lw, gptq_ctx_last_error(ctx));
