@@ -13,7 +13,7 @@
 # Each step's output goes to OUTDIR/<step>.log; the script keeps going after a failure and
 # exits non-zero if any step failed.
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 outdir=${1:-${OUT:-/tmp}}
 mkdir -p "$outdir"
 [[ -f .gpu/ROOT && -f .gpu/lib.tar.xz ]] || { echo "gpu-check: no .gpu/ here: run scripts/gpu-pack.sh first and carry .gpu" >&2; exit 2; }

@@ -41,6 +41,6 @@ for bin in "$out/build/tests/test_cuda" "$out/build/gptq" "$out/build/bench/benc
 done | sort -u | grep -Ev '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libgcc_s|libstdc\+\+|libcuda|libcudart|libcublas|libcublasLt|libcusolver|libgptq)[.-]' |
     while read -r lib; do cp -L "$lib" "$out/lib/"; done
 tar -C "$out/lib" -cJf "$out/lib.tar.xz" .
-rm -rf "$out/lib"
+rm -rf "${out:?}/lib"
 echo "$root" >"$out/ROOT"
 echo "gpu-pack: $(du -sh "$out" | cut -f1) in $out (arch sm_$arch); tracked files: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes"
