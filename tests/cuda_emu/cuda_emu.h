@@ -178,11 +178,12 @@ inline float __bfloat162float(__nv_bfloat16 h)
 
 /* ---- float32 intrinsics -------------------------------------------------------- */
 
-/* Built with -ffp-contract=off, so a + b and a * b round once, as the _rn intrinsics do;
- * fmaf rounds the fused product-sum once. */
+/* Built with -ffp-contract=off, so a + b, a * b and a / b round once (IEEE), as the _rn
+ * intrinsics do; fmaf rounds the fused product-sum once. */
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 inline float __uint_as_float(unsigned u)
 {
@@ -205,6 +206,7 @@ enum {
     cudaErrorInvalidValue = 1,
     cudaErrorMemoryAllocation = 2,
     cudaErrorInvalidConfiguration = 9,
+    cudaErrorInvalidPitchValue = 12,
     cudaErrorNoDevice = 100,
     cudaErrorInvalidDevice = 101,
     cudaErrorInvalidResourceHandle = 400,
@@ -737,6 +739,7 @@ inline const char *cudaGetErrorName(cudaError_t e)
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidPitchValue: return "cudaErrorInvalidPitchValue";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
@@ -855,6 +858,33 @@ inline cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k
 {
     cudaError_t e = gptq_emu::unsafe_in_capture();
     return e != cudaSuccess ? e : cudaMemcpyAsync(d, s, n, k, nullptr);
+}
+/* height rows of width bytes, rows dpitch and spitch bytes apart; the device side(s) of
+ * `kind` must hold the whole pitched span (with check_ptrs). */
+inline cudaError_t cudaMemcpy2DAsync(void *d, size_t dpitch, const void *s, size_t spitch,
+                                     size_t width, size_t height, cudaMemcpyKind k,
+                                     cudaStream_t stream = nullptr)
+{
+    if (width > dpitch || width > spitch)
+        return gptq_emu::ret(cudaErrorInvalidPitchValue);
+    if (width == 0 || height == 0)
+        return cudaSuccess;
+    const size_t dspan = (height - 1) * dpitch + width, sspan = (height - 1) * spitch + width;
+    const bool dd = k == cudaMemcpyHostToDevice || k == cudaMemcpyDeviceToDevice;
+    const bool sd = k == cudaMemcpyDeviceToHost || k == cudaMemcpyDeviceToDevice;
+    if (gptq_emu::st().check_ptrs &&
+        ((dd && !gptq_emu::is_device(d, dspan)) || (sd && !gptq_emu::is_device(s, sspan))))
+        return gptq_emu::ret(cudaErrorInvalidValue);
+    return gptq_emu::enqueue(stream, [=] {
+        for (size_t r = 0; r < height; r++)
+            memcpy((char *)d + r * dpitch, (const char *)s + r * spitch, width);
+    });
+}
+inline cudaError_t cudaMemcpy2D(void *d, size_t dpitch, const void *s, size_t spitch,
+                                size_t width, size_t height, cudaMemcpyKind k)
+{
+    cudaError_t e = gptq_emu::unsafe_in_capture();
+    return e != cudaSuccess ? e : cudaMemcpy2DAsync(d, dpitch, s, spitch, width, height, k, nullptr);
 }
 inline cudaError_t cudaMemsetAsync(void *d, int v, size_t n, cudaStream_t stream = nullptr)
 {

@@ -62,5 +62,7 @@ void check_cpu(gptq_ctx *ctx, const layer *L, int bias, const float *x, int64_t 
 
 /* test_qlinear_module_emu.cpp: src/cuda/qlinear.cu through its entry points. */
 void test_module(gptq_ctx *ctx);
+/* test_quant_block_emu.cpp: src/cuda/quant_block.cu against the CPU backend's kernel. */
+void test_quant_block(gptq_ctx *ctx);
 
 #endif /* GPTQ_CUDA_EMU_TEST_H */

@@ -1,6 +1,6 @@
 /*
  * What the emulated files of the CUDA module (src/cuda/qlinear.cu, qlinear_gemv.cu,
- * qlinear_mma.cu) take from the rest of it (cuda_backend.cu), for programs that run them on the host emulation
+ * qlinear_mma.cu, quant_block.cu) take from the rest of it (cuda_backend.cu), for programs that run them on the host emulation
  * (tests/cuda_emu/README.md). The declarations are src/cuda/cuda_internal.h's, which
  * compiles unchanged against the stand-in CUDA headers of tests/cuda_emu/include; the
  * definitions follow src/cuda/cuda_backend.cu's, with libgptq's own host services (the
@@ -53,6 +53,17 @@ void *gptq_cu_scratch(cu_state *st, int slot, size_t bytes, int *status)
     }
     st->slot_bytes[slot] = want;
     return st->slot[slot];
+}
+
+/* As cuda_backend.cu's: device or managed memory (quant_block.cu's in-place operands). */
+int gptq_cu_is_device(const void *p)
+{
+    cudaPointerAttributes a;
+    if (!p || cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
 }
 
 /* cuda_backend.cu keeps a list of the contexts it initialised; here there is at most one,

@@ -544,9 +544,10 @@ int main(int argc, char **argv)
     const char *part = argc > 1 ? argv[1] : "all";
     const bool kernels = !strcmp(part, "all") || !strcmp(part, "kernels");
     const bool module = !strcmp(part, "all") || !strcmp(part, "module");
+    const bool quant_block = !strcmp(part, "all") || !strcmp(part, "quant_block");
 
-    if (!kernels && !module) {
-        fprintf(stderr, "usage: test_cuda_emu [kernels|module]\n");
+    if (!kernels && !module && !quant_block) {
+        fprintf(stderr, "usage: test_cuda_emu [kernels|module|quant_block]\n");
         return 2;
     }
 
@@ -572,6 +573,8 @@ int main(int argc, char **argv)
     }
     if (module)
         test_module(ctx);
+    if (quant_block)
+        test_quant_block(ctx);
 
     for (int i = 0; i < CU_SLOTS; i++)
         cudaFree(st.slot[i]);
