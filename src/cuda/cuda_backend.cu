@@ -217,16 +217,6 @@ void *gptq_cu_scratch(cu_state *st, int slot, size_t bytes, int *status)
     return st->slot[slot];
 }
 
-int gptq_cu_is_device(const void *p)
-{
-    cudaPointerAttributes a;
-    if (!p || cudaPointerGetAttributes(&a, p) != cudaSuccess) {
-        cudaGetLastError();
-        return 0;
-    }
-    return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
-}
-
 static void *cu_buf_alloc(gptq_ctx *ctx, size_t bytes)
 {
     int status;

@@ -86,8 +86,21 @@ static inline int gptq_cu_blas_fail(gptq_ctx *ctx, cublasStatus_t s, const char 
 /* A scratch buffer of at least `bytes` (NULL after recording a failure). */
 void *gptq_cu_scratch(cu_state *st, int slot, size_t bytes, int *status);
 
+/* 1 if p is managed memory, or device memory of CUDA device `device` (any device when
+ * device < 0); 0 for host memory and NULL. */
+static inline int gptq_cu_pointer_on(const void *p, int device)
+{
+    cudaPointerAttributes a;
+    if (!p || cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return (a.type == cudaMemoryTypeDevice && (device < 0 || a.device == device)) ||
+           a.type == cudaMemoryTypeManaged;
+}
+
 /* 1 if p is memory the device can address directly (device or managed). */
-int gptq_cu_is_device(const void *p);
+static inline int gptq_cu_is_device(const void *p) { return gptq_cu_pointer_on(p, -1); }
 
 /* The fused in-block column loop (quant_block.cu). */
 int gptq_cu_quantize_block(gptq_ctx *ctx, const gptq_block_args *args);

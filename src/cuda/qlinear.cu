@@ -360,18 +360,6 @@ static int run(cu_state *st, const gptq_cu_ql *d, int32_t kernel, const void *x,
     }
 }
 
-/* 1 if p is device or managed memory of `device`. */
-static int on_device(const void *p, int device)
-{
-    cudaPointerAttributes a;
-    if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
-        cudaGetLastError();
-        return 0;
-    }
-    return (a.type == cudaMemoryTypeDevice && a.device == device) ||
-           a.type == cudaMemoryTypeManaged;
-}
-
 int gptq_cu_ql_forward(gptq_ctx *ctx, const gptq_qlinear *ql, const void *dev, int32_t kernel,
                        const void *x, int32_t x_dtype, int64_t batch, void *y, int32_t y_dtype,
                        int32_t device_pointers)
@@ -401,11 +389,11 @@ int gptq_cu_ql_forward(gptq_ctx *ctx, const gptq_qlinear *ql, const void *dev, i
     ybytes = (size_t)batch * (size_t)d->R * ysize;
     kernel = resolve(d, kernel, batch);
     if (device_pointers) {
-        if (!on_device(x, d->device) || !on_device(y, d->device))
+        if (!gptq_cu_pointer_on(x, d->device) || !gptq_cu_pointer_on(y, d->device))
             return gptq_cu_host->fail(ctx, GPTQ_ERR_INVALID_ARGUMENT,
                                       "gptq_qlinear_forward_device: %s is not device or managed "
                                       "memory of CUDA device %d",
-                                      !on_device(x, d->device) ? "x" : "y", d->device);
+                                      !gptq_cu_pointer_on(x, d->device) ? "x" : "y", d->device);
         return run(st, d, kernel, x, x_dtype, batch, y, y_half);
     }
     /* Host operands: stage them (one buffer each, kept by the context). */

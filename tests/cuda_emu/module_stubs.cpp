@@ -55,16 +55,6 @@ void *gptq_cu_scratch(cu_state *st, int slot, size_t bytes, int *status)
     return st->slot[slot];
 }
 
-/* As cuda_backend.cu's: device or managed memory (quant_block.cu's in-place operands). */
-int gptq_cu_is_device(const void *p)
-{
-    cudaPointerAttributes a;
-    if (!p || cudaPointerGetAttributes(&a, p) != cudaSuccess) {
-        cudaGetLastError();
-        return 0;
-    }
-    return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
-}
 
 /* cuda_backend.cu keeps a list of the contexts it initialised; here there is at most one,
  * opened by the test (gptq_emu_module_open). As the real one: an unknown context is an
