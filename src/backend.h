@@ -28,8 +28,9 @@
  * 2: the ql_* slots, synchronize and device_bandwidth.
  * 3: gptq_host_services.math (the layout of the services table counts too) and
  *    gptq_backend.resident_layer.
- * 4: gptq_backend.offload_forward_gemm. */
-#define GPTQ_BACKEND_ABI 4
+ * 4: gptq_backend.offload_forward_gemm.
+ * 5: device_forward and the model-op slots (rms_norm ... attention). */
+#define GPTQ_BACKEND_ABI 5
 
 /* Name of the symbol libgptq-cuda.so exports:
  *     const gptq_backend *NAME(const gptq_host_services *host);
@@ -94,8 +95,8 @@ typedef struct gptq_backend {
     void (*fini)(void *state);
 
     /* Memory. buf_alloc returns NULL on failure (the core reports OUT_OF_MEMORY).
-     * upload/download copy between host memory and buffers; for the CPU they are
-     * memcpy. */
+     * upload/download copy between host memory and buffers, or from one buffer to
+     * another; for the CPU they are memcpy. */
     void *(*buf_alloc)(gptq_ctx *ctx, size_t bytes);
     void (*buf_free)(gptq_ctx *ctx, void *p);
     int (*upload)(gptq_ctx *ctx, void *dst, const void *src, size_t bytes);
@@ -170,6 +171,39 @@ typedef struct gptq_backend {
     int (*synchronize)(gptq_ctx *ctx);
     /* Theoretical memory bandwidth of ctx's device, bytes per second. */
     int (*device_bandwidth)(gptq_ctx *ctx, double *bytes_per_second);
+
+    /* ---- the model's layers on the backend's buffers (src/model/forward_dev.c) -------
+     * device_forward 1: the GPTQ pipeline keeps the calibration activations, the
+     * running layer's weights and the Hessians in buf_alloc buffers and runs the layer
+     * there through gemm, syrk and the slots below (every pointer they get is such a
+     * buffer). The work may be queued on the context's stream; download and
+     * synchronize wait for it. Each slot may be NULL: the model's host version runs
+     * instead, which is only right when buffers are host memory (the CPU's table leaves
+     * them all NULL and device_forward 0). Arithmetic: as the host versions say in
+     * src/model/forward.c and attention.c, up to the order of sums. */
+    int32_t device_forward;
+    /* y[n][width] = w * (x * rsqrt(mean(x^2) + eps)) per row (LlamaRMSNorm); y may be x. */
+    int (*rms_norm)(gptq_ctx *ctx, const float *x, const float *w, int64_t n, int64_t width,
+                    float eps, float *y);
+    /* g = silu(g) * u over n rows of width (LlamaMLP's act_fn(gate) * up). */
+    int (*silu_mul)(gptq_ctx *ctx, float *g, const float *u, int64_t n, int64_t width);
+    /* y += x over count floats (the residual connections). */
+    int (*add)(gptq_ctx *ctx, float *y, const float *x, int64_t count);
+    /* y = s * x over count floats (y may be x): the Hessian's scaled rows. */
+    int (*scale)(gptq_ctx *ctx, float *y, const float *x, float s, int64_t count);
+    /* y[r][o] += b[o] for n rows of width outputs (F.linear's bias). */
+    int (*add_bias)(gptq_ctx *ctx, float *y, const float *b, int64_t n, int64_t width);
+    /* RoPE in place on x [n][heads * head_dim], row r at position r % seqlen: pair
+     * (j, j + head_dim/2) of each head turned by cs/sn [seqlen][head_dim / 2]. */
+    int (*rope)(gptq_ctx *ctx, float *x, const float *cs, const float *sn, int64_t n,
+                int64_t seqlen, int64_t heads, int64_t head_dim);
+    /* Causal grouped-query attention of nseq sequences of seqlen tokens: q, out
+     * [n][heads * head_dim], k, v [n][kv_heads * head_dim]; query head h reads kv head
+     * h / (heads / kv_heads); scores / sqrt(head_dim) (rounded to float32), softmax with
+     * the maximum subtracted. */
+    int (*attention)(gptq_ctx *ctx, const float *q, const float *k, const float *v,
+                     int64_t nseq, int64_t seqlen, int64_t heads, int64_t kv_heads,
+                     int64_t head_dim, float *out);
 } gptq_backend;
 
 /* The CPU backend's table (src/cpu/cpu_backend.c). */

@@ -125,4 +125,19 @@ float gptq__bf16_to_f32(uint16_t h);
 /* The accumulated H of a Hessian ([in, in], both triangles), for the core. */
 const float *gptq__hessian_data(const gptq_hessian *h);
 
+/* add_batch on an H held anywhere the backend can compute (a host array for the CPU, a
+ * buf_alloc buffer on a device): *count samples so far, `nsamples` sequences of `seqlen`
+ * rows of x [nsamples * seqlen][in] added, through xs, a scratch of the same kind with
+ * room for gptq__hessian_chunk_rows(in) rows (x is scaled into it in such chunks, by the
+ * backend's scale slot unless host_rows says x and xs are host memory; the SYRK runs per
+ * chunk). No finiteness check: gptq_hessian_add makes it on host data,
+ * gptq__hessian_fill on the result. */
+int gptq__hessian_accumulate(gptq_ctx *ctx, int64_t in, float *h, int64_t *count,
+                             const float *x, int64_t nsamples, int64_t seqlen, float *xs,
+                             int host_rows);
+int64_t gptq__hessian_chunk_rows(int64_t in);
+/* Replace h's matrix with the in x in floats of `buf` (a backend buffer, downloaded) and
+ * its sample count with nsamples; NUMERIC if H holds NaN or Inf. */
+int gptq__hessian_fill(gptq_ctx *ctx, gptq_hessian *h, const float *buf, int64_t nsamples);
+
 #endif /* GPTQ_INTERNAL_H */

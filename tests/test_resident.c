@@ -16,6 +16,7 @@
 
 #include "backend.h"
 #include "gptq/model.h"
+#include "model/model.h"
 #include "refcase.h"
 
 #define TINY GPTQ_TEST_MODELS "/tiny-llama-bytes"
@@ -180,4 +181,115 @@ Test(resident, offloaded_forward_gemm_matches)
     gptq_model_free(m2);
     gptq_ctx_free(off);
     gptq_ctx_free(host);
+}
+
+/* ---- device_forward: the pipeline's activations, layer and Hessians in buffers ----- */
+
+static int downloads;
+
+static int counting_download(gptq_ctx *ctx, void *dst, const void *src, size_t bytes)
+{
+    downloads++;
+    return plain_cpu->download(ctx, dst, src, bytes);
+}
+
+/* Quantize `dir` with 4-bit g32 (act-order when asked), true-sequential or not, on ctx. */
+static gptq_model *quantize_model(gptq_ctx *ctx, const char *dir, const gptq_tokens *calib,
+                                  int ts, int act)
+{
+    gptq_model *m = NULL;
+    gptq_quantize_options o;
+
+    cr_assert_eq(gptq_model_open(ctx, dir, &m), GPTQ_OK, "%s", gptq_ctx_last_error(ctx));
+    gptq_quantize_options_init(&o);
+    o.nsamples = 12;
+    o.seqlen = 96;
+    o.true_sequential = ts;
+    o.config.bits = 4;
+    o.config.group_size = 32;
+    o.config.desc_act = act;
+    cr_assert_eq(gptq_model_quantize(ctx, m, calib, &o), GPTQ_OK, "%s", gptq_ctx_last_error(ctx));
+    return m;
+}
+
+static int same_packed(const gptq_packed *a, const gptq_packed *b)
+{
+    int64_t qw[2], qz[2];
+    if (a->ngroups != b->ngroups ||
+        gptq_packed_shape(a->bits, a->out_features, a->in_features, a->ngroups, qw, qz) != GPTQ_OK)
+        return 0;
+    return !memcmp(a->qweight, b->qweight, sizeof(int32_t) * (size_t)(qw[0] * qw[1])) &&
+           !memcmp(a->qzeros, b->qzeros, sizeof(int32_t) * (size_t)(qz[0] * qz[1])) &&
+           !memcmp(a->scales, b->scales, sizeof(uint16_t) * (size_t)(a->ngroups * a->out_features)) &&
+           !memcmp(a->g_idx, b->g_idx, sizeof(int32_t) * (size_t)a->in_features);
+}
+
+/* The pipeline run through src/model/forward_dev.c (on the CPU's primitives behind the
+ * flag, every slot NULL: the host operations on buf_alloc'd host memory) packs every
+ * linear bit for bit as the host pipeline does, with and without true-sequential, on the
+ * bundled model and on stories260K (grouped-query attention, tied embeddings, MLP kept
+ * float); the activations never come back to the host (downloads: one per Hessian), and
+ * every buffer is freed. */
+static void device_forward_case(const char *dir, const char *calib_path, int32_t kind, int ts,
+                                int act)
+{
+    gptq_ctx *dev = resident_ctx(), *host = NULL;
+    gptq_tokens *calib = NULL;
+    gptq_model *a, *b;
+    int64_t layers, quantized = 0, hessians = 0;
+
+    resident_cpu.device_forward = 1;
+    resident_cpu.download = counting_download;
+    cr_assert_eq(gptq_ctx_create(NULL, &host, NULL, 0), GPTQ_OK);
+    cr_assert_eq(gptq_tokens_load(host, calib_path, kind, &calib), GPTQ_OK, "%s",
+                 gptq_ctx_last_error(host));
+    downloads = 0;
+    a = quantize_model(dev, dir, calib, ts, act);
+    cr_expect_eq(live_buffers, 0, "%s: buffers left", dir);
+    b = quantize_model(host, dir, calib, ts, act);
+    layers = a->cfg.n_layers;
+    for (int64_t i = 0; i < layers; i++) {
+        for (int j = 0; j < GPTQ_LIN_COUNT; j++) {
+            const gptq__linear *la = &a->layers[i].lin[j], *lb = &b->layers[i].lin[j];
+            cr_assert_eq(la->quantized, lb->quantized, "%s layer %lld %s", dir, (long long)i,
+                         gptq__lin_names[j]);
+            if (!la->quantized)
+                continue;
+            quantized++;
+            cr_expect(same_packed(&la->packed, &lb->packed), "%s (ts %d act %d) layer %lld %s "
+                      "differs", dir, ts, act, (long long)i, gptq__lin_names[j]);
+        }
+    }
+    /* One download per Hessian of a subset with a quantized linear (the resident block
+     * loop downloads nothing). */
+    for (int s = 0; s < 4; s++) {
+        static const int first[4] = {GPTQ_LIN_Q, GPTQ_LIN_O, GPTQ_LIN_GATE, GPTQ_LIN_DOWN};
+        hessians += a->layers[0].lin[first[s]].quantized;
+    }
+    printf("device_forward %s ts %d act %d: %lld linears packed alike, %d downloads\n", dir, ts,
+           act, (long long)quantized, downloads);
+    cr_expect_gt(quantized, 0);
+    cr_expect_eq(downloads, hessians * layers, "%s: %d downloads, one per Hessian expected (%lld)",
+                 dir, downloads, (long long)(hessians * layers));
+    gptq_model_free(a);
+    gptq_model_free(b);
+    gptq_tokens_free(calib);
+    gptq_ctx_free(dev);
+    gptq_ctx_free(host);
+}
+
+Test(resident, device_forward_tiny_true_sequential)
+{
+    device_forward_case(TINY, TINY "/calib.txt", GPTQ_TOKENS_BYTES, 1, 0);
+}
+
+Test(resident, device_forward_tiny_one_pass_act_order)
+{
+    device_forward_case(TINY, TINY "/calib.txt", GPTQ_TOKENS_BYTES, 0, 1);
+}
+
+Test(resident, device_forward_stories260k)
+{
+    device_forward_case(GPTQ_TEST_MODELS "/stories260K", GPTQ_TEST_MODELS "/stories260K/calib_ids.json",
+                        GPTQ_TOKENS_IDS, 1, 0);
 }

@@ -91,14 +91,48 @@ int64_t gptq_hessian_nsamples(const gptq_hessian *h) { return h ? h->nsamples : 
 
 const float *gptq__hessian_data(const gptq_hessian *h) { return h->h; }
 
+int64_t gptq__hessian_chunk_rows(int64_t in)
+{
+    const int64_t rows = (int64_t)(HESSIAN_CHUNK_BYTES / ((size_t)(in > 0 ? in : 1) * sizeof(float)));
+    return rows < 1 ? 1 : rows;
+}
+
+int gptq__hessian_accumulate(gptq_ctx *ctx, int64_t in, float *h, int64_t *count,
+                             const float *x, int64_t nsamples, int64_t seqlen, float *xs,
+                             int host_rows)
+{
+    const gptq_backend *be = ctx->backend;
+    const int64_t rows = nsamples * seqlen, n_new = *count + nsamples;
+    const int64_t chunk = gptq__hessian_chunk_rows(in) < rows ? gptq__hessian_chunk_rows(in) : rows;
+    const float keep = (float)((double)*count / (double)n_new);
+    const float scale = (float)sqrt(2.0 / (double)n_new);
+    int rc = GPTQ_OK;
+
+    /* H *= keep happens as SYRK's beta on the first chunk (beta scaling is an exact
+     * float32 multiply per element, the same operation as torch's in-place mul). */
+    for (int64_t r0 = 0; r0 < rows && rc == GPTQ_OK; r0 += chunk) {
+        const int64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
+        const float *src = x + r0 * in;
+        if (be->scale && !host_rows) {
+            rc = be->scale(ctx, xs, src, scale, nr * in);
+        } else {
+            for (int64_t i = 0; i < nr * in; i++)
+                xs[i] = scale * src[i];
+        }
+        if (rc == GPTQ_OK)
+            rc = be->syrk(ctx, in, nr, xs, r0 == 0 ? keep : 1.0f, h);
+    }
+    if (rc == GPTQ_OK)
+        *count = n_new;
+    return rc;
+}
+
 int gptq_hessian_add(gptq_ctx *ctx, gptq_hessian *h, const float *x, int64_t nsamples,
                      int64_t seqlen)
 {
-    size_t total, chunk_rows;
-    int64_t rows, n_new;
-    float keep, scale;
+    size_t total;
+    int64_t chunk;
     float *xs;
-    int rc = GPTQ_OK;
 
     if (!ctx || !h || !x)
         return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT, "gptq_hessian_add: NULL argument");
@@ -108,41 +142,30 @@ int gptq_hessian_add(gptq_ctx *ctx, gptq_hessian *h, const float *x, int64_t nsa
                          (long long)nsamples, (long long)seqlen);
     if (gptq__mul3_size(&total, nsamples, seqlen, h->in) != 0 || nsamples > INT64_MAX - h->nsamples)
         return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT, "gptq_hessian_add: batch too large");
-    rows = nsamples * seqlen;
     /* Check first so that a bad batch leaves H unchanged. */
     if (!gptq__all_finite(x, total))
         return GPTQ_FAIL(ctx, GPTQ_ERR_NUMERIC,
                          "gptq_hessian_add: calibration input contains NaN or Inf");
-
-    n_new = h->nsamples + nsamples;
-    keep = (float)((double)h->nsamples / (double)n_new);
-    scale = (float)sqrt(2.0 / (double)n_new);
-
-    chunk_rows = HESSIAN_CHUNK_BYTES / ((size_t)h->in * sizeof(float));
-    if (chunk_rows < 1)
-        chunk_rows = 1;
-    if (chunk_rows > (size_t)rows)
-        chunk_rows = (size_t)rows;
     /* The context's scratch: the pipeline's four Hessians per layer share one buffer,
      * faulted in once per run instead of once per Hessian. */
-    xs = gptq__scratch(ctx, GPTQ_SCRATCH_HESSIAN, chunk_rows * (size_t)h->in * sizeof(float),
+    chunk = gptq__hessian_chunk_rows(h->in);
+    chunk = chunk < nsamples * seqlen ? chunk : nsamples * seqlen;
+    xs = gptq__scratch(ctx, GPTQ_SCRATCH_HESSIAN, (size_t)chunk * (size_t)h->in * sizeof(float),
                        "scaled calibration rows");
     if (!xs)
         return GPTQ_ERR_OUT_OF_MEMORY;
+    return gptq__hessian_accumulate(ctx, h->in, h->h, &h->nsamples, x, nsamples, seqlen, xs, 1);
+}
 
-    /* H *= keep happens as SYRK's beta on the first chunk (beta scaling is an exact
-     * float32 multiply per element, the same operation as torch's in-place mul). */
-    for (int64_t r0 = 0; r0 < rows && rc == GPTQ_OK; r0 += (int64_t)chunk_rows) {
-        int64_t nr = rows - r0 < (int64_t)chunk_rows ? rows - r0 : (int64_t)chunk_rows;
-        const float *src = x + (size_t)r0 * (size_t)h->in;
-        size_t cnt = (size_t)nr * (size_t)h->in;
-        for (size_t i = 0; i < cnt; i++)
-            xs[i] = scale * src[i];
-        rc = ctx->backend->syrk(ctx, h->in, nr, xs, r0 == 0 ? keep : 1.0f, h->h);
-    }
-    if (rc == GPTQ_OK)
-        h->nsamples = n_new;
-    return rc;
+int gptq__hessian_fill(gptq_ctx *ctx, gptq_hessian *h, const float *buf, int64_t nsamples)
+{
+    const size_t n = (size_t)h->in * (size_t)h->in;
+    GPTQ_TRY(ctx->backend->download(ctx, h->h, buf, n * sizeof(float)));
+    if (!gptq__all_finite(h->h, n))
+        return GPTQ_FAIL(ctx, GPTQ_ERR_NUMERIC,
+                         "Hessian contains NaN or Inf (non-finite calibration activations)");
+    h->nsamples = nsamples;
+    return GPTQ_OK;
 }
 
 int gptq_hessian_merge(gptq_ctx *ctx, gptq_hessian *dst, const gptq_hessian *src)

@@ -555,6 +555,15 @@ static const gptq_backend cuda_backend = {
     .ql_bench = gptq_cu_ql_bench,
     .synchronize = gptq_cu_synchronize,
     .device_bandwidth = gptq_cu_device_bandwidth,
+    /* The pipeline's activations, layer weights and Hessians on the device. */
+    .device_forward = 1,
+    .rms_norm = gptq_cu_rms_norm,
+    .silu_mul = gptq_cu_silu_mul,
+    .add = gptq_cu_add,
+    .scale = gptq_cu_scale,
+    .add_bias = gptq_cu_add_bias,
+    .rope = gptq_cu_rope,
+    .attention = gptq_cu_attention,
 };
 
 extern "C" __attribute__((visibility("default"))) const gptq_backend *

@@ -34,6 +34,7 @@ enum {
     CU_SLOT_QL_CNT, /* qlinear: GEMV per-block arrival counters (kept zero between calls) */
     CU_SLOT_QL_W,   /* qlinear cuBLAS path: dequantized float16 weights [R][C] */
     CU_SLOT_QL_Y,   /* qlinear cuBLAS path: float32 product before the bias */
+    CU_SLOT_ATTN,   /* model_ops attention: the scores of a chunk of (sequence, head) pairs */
     CU_SLOTS
 };
 
@@ -118,5 +119,19 @@ int gptq_cu_ql_bench(gptq_ctx *ctx, const gptq_qlinear *ql, const void *dev, int
                      double *fp16_seconds);
 int gptq_cu_synchronize(gptq_ctx *ctx);
 int gptq_cu_device_bandwidth(gptq_ctx *ctx, double *bytes_per_second);
+
+/* The model's layer operations on device buffers (model_ops.cu): the rms_norm ...
+ * attention slots of backend.h. */
+int gptq_cu_rms_norm(gptq_ctx *ctx, const float *x, const float *w, int64_t n, int64_t width,
+                     float eps, float *y);
+int gptq_cu_silu_mul(gptq_ctx *ctx, float *g, const float *u, int64_t n, int64_t width);
+int gptq_cu_add(gptq_ctx *ctx, float *y, const float *x, int64_t count);
+int gptq_cu_scale(gptq_ctx *ctx, float *y, const float *x, float s, int64_t count);
+int gptq_cu_add_bias(gptq_ctx *ctx, float *y, const float *b, int64_t n, int64_t width);
+int gptq_cu_rope(gptq_ctx *ctx, float *x, const float *cs, const float *sn, int64_t n,
+                 int64_t seqlen, int64_t heads, int64_t head_dim);
+int gptq_cu_attention(gptq_ctx *ctx, const float *q, const float *k, const float *v,
+                      int64_t nseq, int64_t seqlen, int64_t heads, int64_t kv_heads,
+                      int64_t head_dim, float *out);
 
 #endif /* GPTQ_CUDA_INTERNAL_H */

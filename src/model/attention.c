@@ -93,20 +93,14 @@ static void rope_rows(void *arg, int64_t r0, int64_t r1)
     }
 }
 
-/* Positions pos0 .. pos0 + seqlen - 1 for each of nseq sequences. */
-static int rope_at(gptq_ctx *ctx, const gptq__model_config *c, float *q, float *k,
-                   int64_t nseq, int64_t seqlen, int64_t pos0)
+int gptq__rope_tables(gptq_ctx *ctx, const gptq__model_config *c, int64_t seqlen, int64_t pos0,
+                      float *cs, float *sn)
 {
-    const int64_t half = c->head_dim / 2, n = nseq * seqlen;
-    float *tab, *inv, *cs, *sn;
-    rope_job jb;
+    const int64_t half = c->head_dim / 2;
+    float *inv = gptq__alloc(ctx, (size_t)half * sizeof(float), "RoPE frequencies");
 
-    tab = gptq__alloc(ctx, (size_t)(half * (2 * seqlen + 1)) * sizeof(float), "RoPE tables");
-    if (!tab)
+    if (!inv)
         return GPTQ_ERR_OUT_OF_MEMORY;
-    inv = tab;
-    cs = inv + half;
-    sn = cs + half * seqlen;
     rope_inv_freq(c, inv);
     for (int64_t p = 0; p < seqlen; p++) {
         /* position_ids.float() (/ factor for linear scaling), times inv_freq in float32;
@@ -120,14 +114,36 @@ static int rope_at(gptq_ctx *ctx, const gptq__model_config *c, float *q, float *
             sn[p * half + j] = (float)sin((double)angle);
         }
     }
-    jb = (rope_job){.x = q, .heads = c->n_heads, .head_dim = c->head_dim, .seqlen = seqlen,
-                    .cos = cs, .sin = sn};
-    gptq__parallel_for(ctx_threads(ctx), n, 256, rope_rows, &jb);
-    jb.x = k;
-    jb.heads = c->n_kv_heads;
-    gptq__parallel_for(ctx_threads(ctx), n, 256, rope_rows, &jb);
-    gptq__free(tab);
+    gptq__free(inv);
     return GPTQ_OK;
+}
+
+void gptq__rope_rows(gptq_ctx *ctx, float *x, const float *cs, const float *sn, int64_t n,
+                     int64_t seqlen, int64_t heads, int64_t head_dim)
+{
+    rope_job jb = {.x = x, .heads = heads, .head_dim = head_dim, .seqlen = seqlen, .cos = cs,
+                   .sin = sn};
+    gptq__parallel_for(ctx_threads(ctx), n, 256, rope_rows, &jb);
+}
+
+/* Positions pos0 .. pos0 + seqlen - 1 for each of nseq sequences. */
+static int rope_at(gptq_ctx *ctx, const gptq__model_config *c, float *q, float *k,
+                   int64_t nseq, int64_t seqlen, int64_t pos0)
+{
+    const int64_t half = c->head_dim / 2, n = nseq * seqlen;
+    float *cs = gptq__alloc(ctx, (size_t)(half * 2 * seqlen) * sizeof(float), "RoPE tables");
+    float *sn = cs + half * seqlen;
+    int rc;
+
+    if (!cs)
+        return GPTQ_ERR_OUT_OF_MEMORY;
+    rc = gptq__rope_tables(ctx, c, seqlen, pos0, cs, sn);
+    if (rc == GPTQ_OK) {
+        gptq__rope_rows(ctx, q, cs, sn, n, seqlen, c->n_heads, c->head_dim);
+        gptq__rope_rows(ctx, k, cs, sn, n, seqlen, c->n_kv_heads, c->head_dim);
+    }
+    gptq__free(cs);
+    return rc;
 }
 
 int gptq__rope_apply(gptq_ctx *ctx, const gptq__model_config *c, float *q, float *k,

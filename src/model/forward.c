@@ -140,6 +140,23 @@ static void add_into(const gptq_ctx *ctx, float *y, const float *x, int64_t n, i
     gptq__parallel_for(ctx_threads(ctx), n, min_rows(width), add_rows, &jb);
 }
 
+void gptq__rms_norm(const gptq_ctx *ctx, const float *x, const float *w, int64_t n,
+                    int64_t width, float eps, float *y)
+{
+    rms_norm(ctx, x, w, n, width, eps, y);
+}
+
+void gptq__silu_mul(const gptq_ctx *ctx, float *g, const float *u, int64_t n, int64_t width)
+{
+    ew_job jb = {.y = g, .w = u, .width = width};
+    gptq__parallel_for(ctx_threads(ctx), n, min_rows(width), silu_rows, &jb);
+}
+
+void gptq__add_into(const gptq_ctx *ctx, float *y, const float *x, int64_t n, int64_t width)
+{
+    add_into(ctx, y, x, n, width);
+}
+
 /* ---- linears ---------------------------------------------------------------------- */
 
 /* OpenBLAS's thread count is process-wide (see src/cpu/cpu_backend.c). */
@@ -238,21 +255,26 @@ static int rows_split(gptq_ctx *ctx, gemm_job *jb, int64_t n)
  * host's own SGEMM (generation's single rows never leave the host). */
 #define OFFLOAD_MIN_MACS (1LL << 27)
 
+int gptq__gemm_fp32(gptq_ctx *ctx, const float *x, int64_t n, int64_t in, const float *w,
+                    int64_t out, float *y)
+{
+    /* float32 whatever the context's math mode: TF32 is documented for the quantizer's
+     * SYRK and GEMM only, and the CPU's forward never rounds to it. */
+    const int32_t math = ctx->opts.math;
+    int rc;
+    ctx->opts.math = GPTQ_MATH_FP32;
+    rc = ctx->backend->gemm(ctx, 0, 1, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+    ctx->opts.math = math;
+    return rc;
+}
+
 static int sgemm_nt(gptq_ctx *ctx, const float *x, int64_t n, int64_t in, const float *w,
                     int64_t out, float *y)
 {
     gemm_job jb = {.x = x, .w = w, .y = y, .in = in, .out = out};
 
-    if (ctx && ctx->backend->offload_forward_gemm && n * in * out >= OFFLOAD_MIN_MACS) {
-        /* float32 whatever the context's math mode: TF32 is documented for the
-         * quantizer's SYRK and GEMM only, and the CPU's forward never rounds to it. */
-        const int32_t math = ctx->opts.math;
-        int rc;
-        ctx->opts.math = GPTQ_MATH_FP32;
-        rc = ctx->backend->gemm(ctx, 0, 1, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-        ctx->opts.math = math;
-        return rc;
-    }
+    if (ctx && ctx->backend->offload_forward_gemm && n * in * out >= OFFLOAD_MIN_MACS)
+        return gptq__gemm_fp32(ctx, x, n, in, w, out, y);
     return rows_split(ctx, &jb, n);
 }
 
@@ -339,7 +361,6 @@ static int layer_body(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L, 
     const int64_t qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
     float *q = big, *k = q + n * qd, *v = k + n * kvd, *att = v + n * kvd;
     float *gate = big, *up = big + n * inter;
-    ew_job jb;
     int rc;
 
     rms_norm(ctx, h, L->input_norm, n, hid, c->rms_eps, xn);
@@ -360,8 +381,7 @@ static int layer_body(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L, 
         return rc < 0 ? rc : GPTQ_OK;
     GPTQ_TRY(gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_GATE], xn, n, gate));
     GPTQ_TRY(gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_UP], xn, n, up));
-    jb = (ew_job){.y = gate, .w = up, .width = inter};
-    gptq__parallel_for(ctx_threads(ctx), n, min_rows(inter), silu_rows, &jb);
+    gptq__silu_mul(ctx, gate, up, n, inter);
     if ((rc = capture_at(capture, user, GPTQ_CAP_DOWN_IN, stop_after, gate, nseq, seqlen,
                          inter)))
         return rc < 0 ? rc : GPTQ_OK;
@@ -464,8 +484,7 @@ int gptq__layer_decode(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L,
     if (rc == GPTQ_OK)
         rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_UP], xn, n, up);
     if (rc == GPTQ_OK) {
-        ew_job jb = {.y = gate, .w = up, .width = inter};
-        gptq__parallel_for(ctx_threads(ctx), n, min_rows(inter), silu_rows, &jb);
+        gptq__silu_mul(ctx, gate, up, n, inter);
         rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_DOWN], gate, n, xn);
     }
     if (rc == GPTQ_OK)
@@ -532,14 +551,12 @@ int gptq__layer_stage(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L, 
         }
         break;
     case 3: { /* -> silu(gate) * up, kept in stash [n, inter] */
-        ew_job jb;
         rms_norm(ctx, h, L->post_norm, n, hid, c->rms_eps, xn);
         rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_GATE], xn, n, stash);
         if (rc == GPTQ_OK)
             rc = gptq__linear_apply(ctx, &L->lin[GPTQ_LIN_UP], xn, n, extra);
         if (rc == GPTQ_OK) {
-            jb = (ew_job){.y = stash, .w = extra, .width = inter};
-            gptq__parallel_for(ctx_threads(ctx), n, min_rows(inter), silu_rows, &jb);
+            gptq__silu_mul(ctx, stash, extra, n, inter);
             rc = capture ? capture(user, GPTQ_CAP_DOWN_IN, stash, nseq, seqlen, inter) : GPTQ_OK;
         }
         break;

@@ -8,6 +8,7 @@
  *   tokens.c    gptq_tokens (bytes, JSON ids, safetensors ids)
  *   forward.c   the Llama-family forward pass (embedding, RMSNorm, RoPE, causal GQA
  *               attention, SwiGLU, final norm, lm_head, NLL) over batches of sequences
+ *   forward_dev.c  the pipeline's layer stages on a backend's buffers (device_forward)
  *   attention.c RoPE tables (default, linear, llama3) and causal GQA attention for it
  *   eval.c      gptq_model_eval
  *   pyrandom.c  CPython's random (MT19937, randint) for the references' window sampling
@@ -170,6 +171,44 @@ int gptq__layer_stage(gptq_ctx *ctx, const gptq_model *m, const gptq__layer *L, 
  * prepared weights, gptq_qlinear_forward). */
 int gptq__linear_apply(gptq_ctx *ctx, const gptq__linear *l, const float *x, int64_t n, float *y);
 
+/* The element-wise passes of the layer on host memory, on ctx's threads (the host
+ * versions of the backend's rms_norm, silu_mul and add slots). */
+void gptq__rms_norm(const gptq_ctx *ctx, const float *x, const float *w, int64_t n,
+                    int64_t width, float eps, float *y);
+void gptq__silu_mul(const gptq_ctx *ctx, float *g, const float *u, int64_t n, int64_t width);
+void gptq__add_into(const gptq_ctx *ctx, float *y, const float *x, int64_t n, int64_t width);
+
+/* y[n, out] = x[n, in] W[out, in]^T through the backend's gemm (operands as it takes
+ * them), in float32 whatever the context's math mode. */
+int gptq__gemm_fp32(gptq_ctx *ctx, const float *x, int64_t n, int64_t in, const float *w,
+                    int64_t out, float *y);
+
+/* ---- the pipeline's layer on the backend's buffers (forward_dev.c) ---- */
+
+/* Device copies of the running layer's weights, the RoPE tables, the stage activations
+ * [max_tokens] and one Hessian per capture point, all in buf_alloc buffers. */
+typedef struct gptq__dev gptq__dev;
+
+/* For model m, batches of at most max_tokens tokens, sequences of at most max_seqlen. */
+int gptq__dev_open(gptq_ctx *ctx, const gptq_model *m, int64_t max_tokens, int64_t max_seqlen,
+                   gptq__dev **out);
+void gptq__dev_close(gptq__dev *d);
+/* Upload layer L's float weights, biases and norms (L resident), or one linear's
+ * weights again (its Q once quantized). */
+int gptq__dev_load_layer(gptq__dev *d, const gptq__layer *L);
+int gptq__dev_load_linear(gptq__dev *d, const gptq__layer *L, int32_t j);
+/* gptq__layer_stage on buffers: h, stash and what `capture` receives are buf_alloc
+ * buffers, the weights those last loaded. */
+int gptq__dev_stage(gptq__dev *d, int32_t stage, float *h, float *stash, int64_t nseq,
+                    int64_t seqlen, gptq__capture_fn capture, void *user);
+/* The Hessian of capture point `point`: forget every sample (reset), add each of nseq
+ * sequences of x (a buffer, [nseq * seqlen][width]) as one sample, copy it into a new
+ * host gptq_hessian (take). */
+void gptq__dev_hessians_reset(gptq__dev *d);
+int gptq__dev_hessian_add(gptq__dev *d, int32_t point, const float *x, int64_t nseq,
+                          int64_t seqlen);
+int gptq__dev_hessian_take(gptq__dev *d, int32_t point, gptq_hessian **out);
+
 /* h[n, hidden] = embed[ids] */
 int gptq__embed(gptq_ctx *ctx, const gptq_model *m, const int32_t *ids, int64_t n, float *h);
 
@@ -190,6 +229,13 @@ int gptq__head_load(gptq_ctx *ctx, gptq_model *m);
  * into out [n, n_heads * head_dim]. */
 int gptq__rope_apply(gptq_ctx *ctx, const gptq__model_config *c, float *q, float *k,
                      int64_t nseq, int64_t seqlen);
+/* The RoPE tables of positions pos0 .. pos0 + seqlen - 1: cs, sn [seqlen][head_dim / 2]. */
+int gptq__rope_tables(gptq_ctx *ctx, const gptq__model_config *c, int64_t seqlen, int64_t pos0,
+                      float *cs, float *sn);
+/* RoPE with such tables in place on x [n][heads * head_dim], row r at table row
+ * r % seqlen (the host version of the backend's rope slot). */
+void gptq__rope_rows(gptq_ctx *ctx, float *x, const float *cs, const float *sn, int64_t n,
+                     int64_t seqlen, int64_t heads, int64_t head_dim);
 int gptq__attention(gptq_ctx *ctx, const gptq__model_config *c, const float *q, const float *k,
                     const float *v, int64_t nseq, int64_t seqlen, float *out);
 /* For generation: RoPE at positions pos0 .. pos0 + n - 1 of one sequence; attention of

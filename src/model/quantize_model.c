@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "model.h"
 
 /* One calibration sample: `len` token ids (a window of the calibration text or one of
@@ -54,6 +55,11 @@ typedef struct pipeline {
     int32_t step, num_steps;
     int32_t odd_shapes;   /* quantize_odd_shapes as read from the caller's struct */
     double t_start;
+    /* On a backend with device_forward (the GPU): inps, work and stash are buf_alloc
+     * buffers, the layer runs through `dev` and the Hessians accumulate there while
+     * cap_on[point] is set; NULL: host memory and gptq__layer_forward / _stage. */
+    gptq__dev *dev;
+    int32_t cap_on[GPTQ_CAP_COUNT];
 } pipeline;
 
 /* The options' size before quantize_odd_shapes was appended. */
@@ -137,12 +143,28 @@ static int64_t batch_end(const pipeline *p, int64_t s0)
     return s1;
 }
 
+/* Subsets of the true-sequential order and the capture point each one reads. */
+static const struct {
+    int32_t point;
+    int32_t lins[3];
+    int32_t count;
+} subsets[4] = {
+    {GPTQ_CAP_ATTN_IN, {GPTQ_LIN_Q, GPTQ_LIN_K, GPTQ_LIN_V}, 3},
+    {GPTQ_CAP_O_IN, {GPTQ_LIN_O, 0, 0}, 1},
+    {GPTQ_CAP_MLP_IN, {GPTQ_LIN_GATE, GPTQ_LIN_UP, 0}, 2},
+    {GPTQ_CAP_DOWN_IN, {GPTQ_LIN_DOWN, 0, 0}, 1},
+};
+
 /* Capture callback: every sequence of the batch is one add_batch call. */
 static int on_capture(void *user, int32_t point, const float *x, int64_t nseq, int64_t seqlen,
                       int64_t width)
 {
     pipeline *p = user;
-    if (point < 0 || point >= GPTQ_CAP_COUNT || !p->hs[point])
+    if (point < 0 || point >= GPTQ_CAP_COUNT)
+        return GPTQ_OK;
+    if (p->dev)
+        return p->cap_on[point] ? gptq__dev_hessian_add(p->dev, point, x, nseq, seqlen) : GPTQ_OK;
+    if (!p->hs[point])
         return GPTQ_OK;
     for (int64_t s = 0; s < nseq; s++)
         GPTQ_TRY(gptq_hessian_add(p->ctx, p->hs[point], x + s * seqlen * width, 1, seqlen));
@@ -171,19 +193,90 @@ static int run_layer(pipeline *p, const gptq__layer *L, int capture, int32_t poi
     return GPTQ_OK;
 }
 
-/* One stage of the current layer over all samples (true-sequential with a stash). */
+/* One stage of the current layer over all samples (true-sequential with a stash, and
+ * every pass on the device). */
 static int run_stage(pipeline *p, const gptq__layer *L, int32_t stage)
 {
     const int64_t hidden = p->m->cfg.hidden;
     int64_t off = 0;
     for (int64_t s0 = 0; s0 < p->nsamples;) {
         const int64_t s1 = batch_end(p, s0), len = p->samples[s0].len, n = s1 - s0;
-        GPTQ_TRY(gptq__layer_stage(p->ctx, p->m, L, stage, p->inps + off * hidden,
-                                   p->stash + off * p->stash_width, n, len, on_capture, p));
+        float *h = p->inps + off * hidden, *stash = p->stash + off * p->stash_width;
+        GPTQ_TRY(p->dev ? gptq__dev_stage(p->dev, stage, h, stash, n, len, on_capture, p)
+                        : gptq__layer_stage(p->ctx, p->m, L, stage, h, stash, n, len, on_capture,
+                                            p));
         off += n * len;
         s0 = s1;
     }
     return GPTQ_OK;
+}
+
+/* On the device without true-sequential: one pass of stages 0..3 over a copy of each
+ * batch's inputs, every capture point feeding its Hessian (gptq__layer_forward's
+ * captures on the host). */
+static int dev_capture_all(pipeline *p)
+{
+    const int64_t hidden = p->m->cfg.hidden;
+    int64_t off = 0;
+    int rc = GPTQ_OK;
+
+    for (int i = 0; i < GPTQ_CAP_COUNT; i++)
+        p->cap_on[i] = 1;
+    for (int64_t s0 = 0; s0 < p->nsamples && rc == GPTQ_OK;) {
+        const int64_t s1 = batch_end(p, s0), len = p->samples[s0].len, n = s1 - s0;
+        float *stash = p->stash + off * p->stash_width;
+        rc = p->ctx->backend->upload(p->ctx, p->work, p->inps + off * hidden,
+                                     sizeof(float) * (size_t)(n * len * hidden));
+        for (int32_t stage = 0; stage < 4 && rc == GPTQ_OK; stage++)
+            rc = gptq__dev_stage(p->dev, stage, p->work, stash, n, len, on_capture, p);
+        off += n * len;
+        s0 = s1;
+    }
+    memset(p->cap_on, 0, sizeof p->cap_on);
+    return rc;
+}
+
+/* quantize_layer on the device: Hessians accumulate there and come to the host once,
+ * for the quantizer; each quantized Q goes back up for the passes after it. */
+static int quantize_linear(pipeline *p, int64_t layer, gptq__layer *L, int j,
+                           const gptq_hessian *h, gptq_packed *packed);
+
+static int dev_quantize_layer(pipeline *p, int64_t i, gptq__layer *L, gptq_packed *packed)
+{
+    const int ts = p->o->true_sequential;
+    int rc = gptq__dev_load_layer(p->dev, L);
+
+    gptq__dev_hessians_reset(p->dev);
+    if (rc == GPTQ_OK && !ts)
+        rc = dev_capture_all(p);
+    for (int s = 0; rc == GPTQ_OK && s < 4; s++) {
+        const int32_t point = subsets[s].point;
+        int any = 0; /* a subset whose linears all stay float needs no Hessian */
+        for (int c = 0; c < subsets[s].count; c++)
+            any |= to_quantize(p, &L->lin[subsets[s].lins[c]]);
+        if (ts) { /* stage s ends at subset s's input */
+            p->cap_on[point] = any;
+            rc = run_stage(p, L, s);
+            p->cap_on[point] = 0;
+        }
+        if (rc == GPTQ_OK && any)
+            rc = gptq__dev_hessian_take(p->dev, point, &p->hs[s]);
+        for (int c = 0; rc == GPTQ_OK && c < subsets[s].count; c++) {
+            const int j = subsets[s].lins[c];
+            if (!to_quantize(p, &L->lin[j]))
+                continue;
+            rc = quantize_linear(p, i, L, j, p->hs[s], &packed[j]);
+            if (rc == GPTQ_OK)
+                rc = gptq__dev_load_linear(p->dev, L, j);
+        }
+        gptq_hessian_free(p->hs[s]);
+        p->hs[s] = NULL;
+    }
+    /* The next layer's inputs: with true-sequential the stash already holds silu(gate) *
+     * up of the quantized gate and up; without, the quantized layer runs whole. */
+    for (int32_t stage = ts ? 4 : 1; rc == GPTQ_OK && stage <= 4; stage++)
+        rc = run_stage(p, L, stage);
+    return rc;
 }
 
 static int report(pipeline *p, int64_t layer, const char *module, const gptq_result *r,
@@ -265,18 +358,6 @@ static void free_packed(gptq_packed *pk)
     memset(pk, 0, sizeof *pk);
 }
 
-/* Subsets of the true-sequential order and the capture point each one reads. */
-static const struct {
-    int32_t point;
-    int32_t lins[3];
-    int32_t count;
-} subsets[4] = {
-    {GPTQ_CAP_ATTN_IN, {GPTQ_LIN_Q, GPTQ_LIN_K, GPTQ_LIN_V}, 3},
-    {GPTQ_CAP_O_IN, {GPTQ_LIN_O, 0, 0}, 1},
-    {GPTQ_CAP_MLP_IN, {GPTQ_LIN_GATE, GPTQ_LIN_UP, 0}, 2},
-    {GPTQ_CAP_DOWN_IN, {GPTQ_LIN_DOWN, 0, 0}, 1},
-};
-
 static int64_t point_width(const gptq_model *m, int32_t point)
 {
     if (point == GPTQ_CAP_DOWN_IN)
@@ -286,22 +367,18 @@ static int64_t point_width(const gptq_model *m, int32_t point)
     return m->cfg.hidden;
 }
 
-static int quantize_layer(pipeline *p, int64_t i)
+/* quantize_layer on the host: the Hessians, the layer's passes and its activations in
+ * host memory. */
+static int host_quantize_layer(pipeline *p, int64_t i, gptq__layer *L, gptq_packed *packed)
 {
-    gptq_model *m = p->m;
-    gptq__layer *L = &m->layers[i];
-    gptq_packed packed[GPTQ_LIN_COUNT];
     const int ts = p->o->true_sequential;
-    int rc;
+    int rc = GPTQ_OK;
 
-    memset(packed, 0, sizeof packed);
-    memset(p->hs, 0, sizeof p->hs);
-    rc = gptq__layer_load(p->ctx, m, i);
     /* Without true-sequential, all four Hessians come from one pass with the original
      * weights; with it, one pass per subset, each seeing the subsets before it
      * quantized. */
     for (int s = 0; rc == GPTQ_OK && s < 4; s++)
-        rc = gptq_hessian_create(p->ctx, point_width(m, subsets[s].point), &p->hs[s]);
+        rc = gptq_hessian_create(p->ctx, point_width(p->m, subsets[s].point), &p->hs[s]);
     if (rc == GPTQ_OK && !ts)
         rc = run_layer(p, L, 1, GPTQ_CAP_COUNT);
     for (int s = 0; rc == GPTQ_OK && s < 4; s++) {
@@ -329,6 +406,21 @@ static int quantize_layer(pipeline *p, int64_t i)
     if (rc == GPTQ_OK)
         rc = ts && p->stash ? run_stage(p, L, 4)                /* the next layer's inputs */
                             : run_layer(p, L, 0, GPTQ_CAP_COUNT);
+    return rc;
+}
+
+static int quantize_layer(pipeline *p, int64_t i)
+{
+    gptq_model *m = p->m;
+    gptq__layer *L = &m->layers[i];
+    gptq_packed packed[GPTQ_LIN_COUNT];
+    int rc;
+
+    memset(packed, 0, sizeof packed);
+    memset(p->hs, 0, sizeof p->hs);
+    rc = gptq__layer_load(p->ctx, m, i);
+    if (rc == GPTQ_OK)
+        rc = p->dev ? dev_quantize_layer(p, i, L, packed) : host_quantize_layer(p, i, L, packed);
     if (rc == GPTQ_OK)
         rc = report(p, i, "", NULL, 0.0);
     if (rc != GPTQ_OK) {
@@ -367,6 +459,105 @@ static void restore_float(gptq_model *m)
         }
         gptq__layer_unload(m, i);
     }
+}
+
+/* The activations in host memory: inps, work, and the stash when true-sequential
+ * and it fits STASH_BYTES (else each subset re-runs the layer). */
+static int open_host(pipeline *p, int64_t total)
+{
+    gptq_ctx *ctx = p->ctx;
+    const int64_t hidden = p->m->cfg.hidden;
+
+    p->inps = gptq__alloc(ctx, sizeof(float) * (size_t)(total * hidden), "calibration activations");
+    p->work = p->inps ? gptq__alloc(ctx, sizeof(float) * (size_t)(p->max_batch_tokens * hidden),
+                                    "activation scratch")
+                      : NULL;
+    if (!p->work)
+        return GPTQ_ERR_OUT_OF_MEMORY;
+    if (p->o->true_sequential &&
+        (double)total * (double)p->stash_width * sizeof(float) <= (double)STASH_BYTES)
+        p->stash = gptq__alloc(ctx, sizeof(float) * (size_t)(total * p->stash_width),
+                               "stage activations");
+    if (!p->stash) { /* optional: fall back quietly */
+        ctx->last_status = GPTQ_OK;
+        ctx->last_error[0] = '\0';
+    }
+    return GPTQ_OK;
+}
+
+static void close_activations(pipeline *p)
+{
+    if (p->dev) {
+        const gptq_backend *be = p->ctx->backend;
+        be->buf_free(p->ctx, p->inps);
+        be->buf_free(p->ctx, p->work);
+        be->buf_free(p->ctx, p->stash);
+        gptq__dev_close(p->dev);
+    } else {
+        gptq__free(p->inps);
+        gptq__free(p->work);
+        gptq__free(p->stash);
+    }
+    p->inps = p->work = p->stash = NULL;
+    p->dev = NULL;
+}
+
+/* The activations in the backend's memory (device_forward): inps, stash and work
+ * (for the capture pass without true-sequential) as buffers, and the layer's device
+ * state. When they do not fit, the host pipeline runs instead (its GEMMs and
+ * quantization still on the backend), with a note in the log. */
+static int open_device(pipeline *p, int64_t total, int64_t max_len)
+{
+    gptq_ctx *ctx = p->ctx;
+    const gptq_backend *be = ctx->backend;
+    const int64_t hidden = p->m->cfg.hidden;
+    const double gib = (double)total * (double)(hidden + p->stash_width) * sizeof(float) / 1073741824.0;
+    int rc = GPTQ_ERR_OUT_OF_MEMORY;
+
+    p->inps = be->buf_alloc(ctx, sizeof(float) * (size_t)(total * hidden));
+    p->stash = p->inps ? be->buf_alloc(ctx, sizeof(float) * (size_t)(total * p->stash_width)) : NULL;
+    p->work = p->stash ? be->buf_alloc(ctx, sizeof(float) * (size_t)(p->max_batch_tokens * hidden))
+                       : NULL;
+    if (p->work)
+        rc = gptq__dev_open(ctx, p->m, p->max_batch_tokens, max_len, &p->dev);
+    if (rc == GPTQ_OK) {
+        gptq__log(ctx, GPTQ_LOG_INFO,
+                  "calibration activations on the %s backend (%.2f GiB), layers run there",
+                  be->name, gib);
+        return GPTQ_OK;
+    }
+    gptq__log(ctx, GPTQ_LOG_WARN,
+              "the calibration activations (%.2f GiB) do not fit the %s backend's memory (%s); "
+              "they stay in host memory",
+              gib, be->name, ctx->last_error[0] ? ctx->last_error : "out of memory");
+    be->buf_free(ctx, p->inps);
+    be->buf_free(ctx, p->stash);
+    be->buf_free(ctx, p->work);
+    p->inps = p->stash = p->work = NULL;
+    ctx->last_status = GPTQ_OK;
+    ctx->last_error[0] = '\0';
+    return rc;
+}
+
+/* Sample s's embeddings into inps at token offset off (through a host copy when inps is
+ * a device buffer). */
+static int embed_sample(pipeline *p, int64_t s, int64_t off)
+{
+    const int64_t hidden = p->m->cfg.hidden, len = p->samples[s].len;
+    float *tmp;
+    int rc;
+
+    if (!p->dev)
+        return gptq__embed(p->ctx, p->m, p->samples[s].ids, len, p->inps + off * hidden);
+    tmp = gptq__alloc(p->ctx, sizeof(float) * (size_t)(len * hidden), "embeddings");
+    if (!tmp)
+        return GPTQ_ERR_OUT_OF_MEMORY;
+    rc = gptq__embed(p->ctx, p->m, p->samples[s].ids, len, tmp);
+    if (rc == GPTQ_OK)
+        rc = p->ctx->backend->upload(p->ctx, p->inps + off * hidden, tmp,
+                                     sizeof(float) * (size_t)(len * hidden));
+    gptq__free(tmp);
+    return rc;
 }
 
 void gptq_quantize_options_init(gptq_quantize_options *o)
@@ -434,37 +625,20 @@ int gptq_model_quantize(gptq_ctx *ctx, gptq_model *m, const gptq_tokens *calib,
         max_len = p.samples[s].len > max_len ? p.samples[s].len : max_len;
     }
     if (rc == GPTQ_OK) {
+        const int64_t qd = m->cfg.n_heads * m->cfg.head_dim;
         p.max_batch_tokens = (int64_t)(BATCH_BYTES / (sizeof(float) * (size_t)m->cfg.hidden));
         if (p.max_batch_tokens < max_len)
             p.max_batch_tokens = max_len;
-        p.inps = gptq__alloc(ctx, sizeof(float) * (size_t)(total * m->cfg.hidden),
-                             "calibration activations");
-        p.work = p.inps ? gptq__alloc(ctx, sizeof(float) * (size_t)(p.max_batch_tokens * m->cfg.hidden),
-                                      "activation scratch")
-                        : NULL;
-        rc = p.work ? GPTQ_OK : GPTQ_ERR_OUT_OF_MEMORY;
-    }
-    if (rc == GPTQ_OK && opts->true_sequential) {
-        /* Every part of a layer computed once needs one more activation per token; when
-         * that does not fit STASH_BYTES, the layer is re-run per subset instead. */
-        const int64_t qd = m->cfg.n_heads * m->cfg.head_dim;
         p.stash_width = qd > m->cfg.inter ? qd : m->cfg.inter;
-        if ((double)total * (double)p.stash_width * sizeof(float) <= (double)STASH_BYTES)
-            p.stash = gptq__alloc(ctx, sizeof(float) * (size_t)(total * p.stash_width),
-                                  "stage activations");
-        if (!p.stash) { /* optional: fall back quietly */
-            ctx->last_status = GPTQ_OK;
-            ctx->last_error[0] = '\0';
-        }
+        if (!ctx->backend->device_forward || open_device(&p, total, max_len) != GPTQ_OK)
+            rc = open_host(&p, total);
     }
     for (int64_t s = 0, off = 0; rc == GPTQ_OK && s < p.nsamples; off += p.samples[s].len, s++)
-        rc = gptq__embed(ctx, m, p.samples[s].ids, p.samples[s].len, p.inps + off * m->cfg.hidden);
+        rc = embed_sample(&p, s, off);
     for (int64_t i = 0; rc == GPTQ_OK && i < m->cfg.n_layers; i++)
         rc = quantize_layer(&p, i);
     gptq__free(p.samples);
-    gptq__free(p.inps);
-    gptq__free(p.work);
-    gptq__free(p.stash);
+    close_activations(&p);
     gptq__scratch_release(ctx);
     if (rc != GPTQ_OK) {
         restore_float(m);

@@ -64,5 +64,7 @@ void check_cpu(gptq_ctx *ctx, const layer *L, int bias, const float *x, int64_t 
 void test_module(gptq_ctx *ctx);
 /* test_quant_block_emu.cpp: src/cuda/quant_block.cu against the CPU backend's kernel. */
 void test_quant_block(gptq_ctx *ctx);
+/* test_model_ops_emu.cpp: src/cuda/model_ops.cu against the model's host operations. */
+void test_model_ops(gptq_ctx *ctx);
 
 #endif /* GPTQ_CUDA_EMU_TEST_H */

@@ -545,9 +545,10 @@ int main(int argc, char **argv)
     const bool kernels = !strcmp(part, "all") || !strcmp(part, "kernels");
     const bool module = !strcmp(part, "all") || !strcmp(part, "module");
     const bool quant_block = !strcmp(part, "all") || !strcmp(part, "quant_block");
+    const bool model_ops = !strcmp(part, "all") || !strcmp(part, "model_ops");
 
-    if (!kernels && !module && !quant_block) {
-        fprintf(stderr, "usage: test_cuda_emu [kernels|module|quant_block]\n");
+    if (!kernels && !module && !quant_block && !model_ops) {
+        fprintf(stderr, "usage: test_cuda_emu [kernels|module|quant_block|model_ops]\n");
         return 2;
     }
 
@@ -575,6 +576,8 @@ int main(int argc, char **argv)
         test_module(ctx);
     if (quant_block)
         test_quant_block(ctx);
+    if (model_ops)
+        test_model_ops(ctx);
 
     for (int i = 0; i < CU_SLOTS; i++)
         cudaFree(st.slot[i]);
