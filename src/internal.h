@@ -122,6 +122,20 @@ float gptq__f16_to_f32(uint16_t h);
 /* bfloat16 -> float32 (exact). */
 float gptq__bf16_to_f32(uint16_t h);
 
+/* The context's error state, kept across a step that may fail without failing the call
+ * (an optional buffer, a fallback): save before, restore after such a failure, so that
+ * the caller's last error stays what it was (a successful call does not change it). */
+typedef struct gptq__err_state {
+    int status;
+    char msg[GPTQ_ERRMSG_SIZE];
+} gptq__err_state;
+void gptq__err_save(const gptq_ctx *ctx, gptq__err_state *s);
+void gptq__err_restore(gptq_ctx *ctx, const gptq__err_state *s);
+
+/* ctx->backend->buf_alloc with a message on failure: the backend's (CUDA names its
+ * error), else "out of <backend> memory for <what> (<bytes> bytes)". NULL on failure. */
+void *gptq__buf_alloc(gptq_ctx *ctx, size_t bytes, const char *what);
+
 /* The accumulated H of a Hessian ([in, in], both triangles), for the core. */
 const float *gptq__hessian_data(const gptq_hessian *h);
 

@@ -230,8 +230,26 @@ static int same_packed(const gptq_packed *a, const gptq_packed *b)
  * bundled model and on stories260K (grouped-query attention, tied embeddings, MLP kept
  * float); the activations never come back to the host (downloads: one per Hessian), and
  * every buffer is freed. */
+/* Perplexity of m on ctx in windows of 128: over the first 24 windows of a text of one
+ * sequence, or over every sequence of a set (windows of different lengths, padded). */
+static double eval_ppl(gptq_ctx *ctx, gptq_model *m, const gptq_tokens *text)
+{
+    gptq_eval_result e = {.struct_size = sizeof e};
+    gptq_tokens *part = NULL;
+
+    if (gptq_tokens_count(text) == 1) {
+        int64_t n;
+        const int32_t *ids = gptq_tokens_sequence(text, 0, &n);
+        cr_assert_eq(gptq_tokens_from_ids(ctx, ids, n < 24 * 128 ? n : 24 * 128, &part), GPTQ_OK);
+    }
+    cr_assert_eq(gptq_model_eval(ctx, m, part ? part : text, 128, &e), GPTQ_OK, "%s",
+                 gptq_ctx_last_error(ctx));
+    gptq_tokens_free(part);
+    return e.ppl;
+}
+
 static void device_forward_case(const char *dir, const char *calib_path, int32_t kind, int ts,
-                                int act)
+                                int act, const char *eval_path)
 {
     gptq_ctx *dev = resident_ctx(), *host = NULL;
     gptq_tokens *calib = NULL;
@@ -271,6 +289,17 @@ static void device_forward_case(const char *dir, const char *calib_path, int32_t
     cr_expect_gt(quantized, 0);
     cr_expect_eq(downloads, hessians * layers, "%s: %d downloads, one per Hessian expected (%lld)",
                  dir, downloads, (long long)(hessians * layers));
+    if (eval_path) { /* evaluation through forward_dev.c: the host's perplexity */
+        gptq_tokens *text = NULL;
+        double pa, pb;
+        cr_assert_eq(gptq_tokens_load(host, eval_path, kind, &text), GPTQ_OK);
+        pa = eval_ppl(dev, a, text);
+        pb = eval_ppl(host, b, text);
+        printf("  evaluated: ppl %.9f on buffers, %.9f on the host\n", pa, pb);
+        cr_expect_eq(pa, pb, "%.9f vs %.9f", pa, pb);
+        cr_expect_eq(live_buffers, 0, "%s: evaluation left buffers", dir);
+        gptq_tokens_free(text);
+    }
     gptq_model_free(a);
     gptq_model_free(b);
     gptq_tokens_free(calib);
@@ -280,16 +309,101 @@ static void device_forward_case(const char *dir, const char *calib_path, int32_t
 
 Test(resident, device_forward_tiny_true_sequential)
 {
-    device_forward_case(TINY, TINY "/calib.txt", GPTQ_TOKENS_BYTES, 1, 0);
+    device_forward_case(TINY, TINY "/calib.txt", GPTQ_TOKENS_BYTES, 1, 0, TINY "/eval.txt");
 }
 
 Test(resident, device_forward_tiny_one_pass_act_order)
 {
-    device_forward_case(TINY, TINY "/calib.txt", GPTQ_TOKENS_BYTES, 0, 1);
+    device_forward_case(TINY, TINY "/calib.txt", GPTQ_TOKENS_BYTES, 0, 1, NULL);
 }
 
 Test(resident, device_forward_stories260k)
 {
     device_forward_case(GPTQ_TEST_MODELS "/stories260K", GPTQ_TEST_MODELS "/stories260K/calib_ids.json",
-                        GPTQ_TOKENS_IDS, 1, 0);
+                        GPTQ_TOKENS_IDS, 1, 0, GPTQ_TEST_MODELS "/stories260K/eval_ids.json");
+}
+
+/* A float model evaluated through forward_dev.c (weights uploaded per layer, the head on
+ * the buffers) gives the host's perplexity. */
+Test(resident, device_forward_float_eval)
+{
+    gptq_ctx *dev = resident_ctx(), *host = NULL;
+    gptq_model *a = NULL, *b = NULL;
+    gptq_tokens *text = NULL;
+    double pa, pb;
+
+    resident_cpu.device_forward = 1;
+    cr_assert_eq(gptq_ctx_create(NULL, &host, NULL, 0), GPTQ_OK);
+    cr_assert_eq(gptq_model_open(dev, TINY, &a), GPTQ_OK, "%s", gptq_ctx_last_error(dev));
+    cr_assert_eq(gptq_model_open(host, TINY, &b), GPTQ_OK);
+    cr_assert_eq(gptq_tokens_load(host, TINY "/eval.txt", GPTQ_TOKENS_BYTES, &text), GPTQ_OK);
+    pa = eval_ppl(dev, a, text);
+    pb = eval_ppl(host, b, text);
+    printf("float tiny-llama-bytes: ppl %.9f on buffers, %.9f on the host\n", pa, pb);
+    cr_expect_eq(pa, pb, "%.9f vs %.9f", pa, pb);
+    cr_expect_eq(live_buffers, 0);
+    gptq_tokens_free(text);
+    gptq_model_free(a);
+    gptq_model_free(b);
+    gptq_ctx_free(dev);
+    gptq_ctx_free(host);
+}
+
+/* The next buffer refused (the activations of the pipeline or of the evaluation, the
+ * first they ask for): they say so and run on the host with the same results. */
+static int refuse_next;
+
+static void *refusing_alloc(gptq_ctx *ctx, size_t bytes)
+{
+    if (refuse_next) {
+        refuse_next = 0;
+        return NULL;
+    }
+    return counting_alloc(ctx, bytes);
+}
+
+static char log_text[4096];
+
+static void keep_log(void *user, int32_t level, const char *msg)
+{
+    size_t n = strlen(log_text);
+    (void)user;
+    (void)level;
+    snprintf(log_text + n, sizeof log_text - n, "%s\n", msg);
+}
+
+Test(resident, device_forward_falls_back_when_memory_is_short)
+{
+    gptq_ctx *dev = resident_ctx(), *host = NULL;
+    gptq_tokens *calib = NULL;
+    gptq_model *a, *b;
+    double pa, pb;
+
+    resident_cpu.device_forward = 1;
+    resident_cpu.buf_alloc = refusing_alloc;
+    dev->opts.log = keep_log;
+    dev->opts.log_level = GPTQ_LOG_WARN;
+    log_text[0] = '\0';
+    cr_assert_eq(gptq_ctx_create(NULL, &host, NULL, 0), GPTQ_OK);
+    cr_assert_eq(gptq_tokens_load(host, TINY "/calib.txt", GPTQ_TOKENS_BYTES, &calib), GPTQ_OK);
+    refuse_next = 1;
+    a = quantize_model(dev, TINY, calib, 1, 0);
+    b = quantize_model(host, TINY, calib, 1, 0);
+    cr_expect(strstr(log_text, "do not fit") != NULL, "no note in the log: %s", log_text);
+    for (int64_t i = 0; i < a->cfg.n_layers; i++)
+        for (int j = 0; j < GPTQ_LIN_COUNT; j++)
+            cr_expect(same_packed(&a->layers[i].lin[j].packed, &b->layers[i].lin[j].packed),
+                      "layer %lld %s", (long long)i, gptq__lin_names[j]);
+    log_text[0] = '\0';
+    refuse_next = 1;
+    pa = eval_ppl(dev, a, calib);
+    pb = eval_ppl(host, b, calib);
+    cr_expect(strstr(log_text, "do not fit") != NULL, "no note in the log: %s", log_text);
+    cr_expect_eq(pa, pb, "%.9f vs %.9f", pa, pb);
+    cr_expect_eq(live_buffers, 0);
+    gptq_model_free(a);
+    gptq_model_free(b);
+    gptq_tokens_free(calib);
+    gptq_ctx_free(dev);
+    gptq_ctx_free(host);
 }

@@ -365,11 +365,11 @@ static int make_resident(work *k)
 
     if (!be->resident_layer || k->cfg.rtn)
         return GPTQ_OK;
-    k->dw = be->buf_alloc(k->ctx, wb);
-    k->du = k->dw ? be->buf_alloc(k->ctx, ub) : NULL;
-    k->derr = k->du ? be->buf_alloc(k->ctx, eb) : NULL;
+    k->dw = gptq__buf_alloc(k->ctx, wb, "the layer's W");
+    k->du = k->dw ? gptq__buf_alloc(k->ctx, ub, "the layer's U") : NULL;
+    k->derr = k->du ? gptq__buf_alloc(k->ctx, eb, "the block errors") : NULL;
     if (!k->derr)
-        return GPTQ_ERR_OUT_OF_MEMORY; /* buf_alloc has set the message */
+        return GPTQ_ERR_OUT_OF_MEMORY;
     GPTQ_TRY(be->upload(k->ctx, k->dw, k->w, wb));
     return be->upload(k->ctx, k->du, k->u, ub);
 }

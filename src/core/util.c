@@ -23,6 +23,7 @@
 #include <time.h>
 #include <sys/mman.h>
 
+#include "backend.h"
 #include "internal.h"
 
 int gptq__mul_size(size_t *out, int64_t a, int64_t b)
@@ -79,6 +80,34 @@ void *gptq__calloc(gptq_ctx *ctx, size_t bytes, const char *what)
 }
 
 void gptq__free(void *p) { free(p); }
+
+void gptq__err_save(const gptq_ctx *ctx, gptq__err_state *s)
+{
+    s->status = ctx->last_status;
+    memcpy(s->msg, ctx->last_error, sizeof s->msg);
+}
+
+void gptq__err_restore(gptq_ctx *ctx, const gptq__err_state *s)
+{
+    ctx->last_status = s->status;
+    memcpy(ctx->last_error, s->msg, sizeof s->msg);
+}
+
+void *gptq__buf_alloc(gptq_ctx *ctx, size_t bytes, const char *what)
+{
+    gptq__err_state before;
+    void *p;
+
+    gptq__err_save(ctx, &before);
+    ctx->last_status = GPTQ_OK; /* to tell whether the backend records its own message */
+    p = ctx->backend->buf_alloc(ctx, bytes);
+    if (p)
+        gptq__err_restore(ctx, &before);
+    else if (ctx->last_status == GPTQ_OK)
+        GPTQ_FAIL(ctx, GPTQ_ERR_OUT_OF_MEMORY, "out of %s memory for %s (%zu bytes)",
+                  ctx->backend->name, what, bytes);
+    return p;
+}
 
 void *gptq__scratch(gptq_ctx *ctx, int slot, size_t bytes, const char *what)
 {

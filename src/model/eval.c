@@ -14,11 +14,17 @@
  * rows up to the longest of their batch: attention is causal and everything else is
  * per row, so padding after a window never changes its own rows, and only its own
  * positions are scored.
+ *
+ * On a backend with device_forward (the GPU) the same plan runs with the group's hidden
+ * states in the backend's memory (run_group_dev, through forward_dev.c): the layers,
+ * the final norm and lm_head run there and only the logits come back for the
+ * log-softmax. When those buffers do not fit, the log says so and the host path runs.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "model.h"
 
 /* Hidden states of a group of windows, kept across layers: with layer_forward's own
@@ -172,6 +178,105 @@ static int run_group(gptq_ctx *ctx, gptq_model *m, const eval_window *w, const e
     return GPTQ_OK;
 }
 
+/* ---- on a backend with device_forward (the GPU) ------------------------------------ */
+
+/* Tokens per call of the device layer (whole windows; one window at least). */
+#define DEV_BATCH_BYTES ((int64_t)64 << 20)
+
+typedef struct dev_eval {
+    gptq__dev *d;
+    float *h;           /* a group's hidden states [max_rows, hidden] (a buffer) */
+    float *stash;       /* [sub_tokens, stash width] (a buffer) */
+    float *tmp;         /* host: one window's embeddings [max_len, hidden] */
+    int64_t sub_tokens; /* tokens per device call */
+} dev_eval;
+
+static void dev_eval_close(gptq_ctx *ctx, dev_eval *e)
+{
+    ctx->backend->buf_free(ctx, e->h);
+    ctx->backend->buf_free(ctx, e->stash);
+    gptq__dev_close(e->d);
+    gptq__free(e->tmp);
+    memset(e, 0, sizeof *e);
+}
+
+/* The buffers, or a note in the log and the host path (status cleared) when they do not
+ * fit. */
+static int dev_eval_open(gptq_ctx *ctx, const gptq_model *m, int64_t max_rows, int64_t max_len,
+                         dev_eval *e)
+{
+    const gptq__model_config *c = &m->cfg;
+    const int64_t qd = c->n_heads * c->head_dim, sw = qd > c->inter ? qd : c->inter;
+    gptq__err_state before;
+    int rc = GPTQ_ERR_OUT_OF_MEMORY;
+
+    memset(e, 0, sizeof *e);
+    gptq__err_save(ctx, &before);
+    e->sub_tokens = DEV_BATCH_BYTES / (c->hidden * (int64_t)sizeof(float));
+    e->sub_tokens = e->sub_tokens < max_len ? max_len : e->sub_tokens;
+    e->h = gptq__buf_alloc(ctx, sizeof(float) * (size_t)(max_rows * c->hidden), "hidden states");
+    e->stash = e->h ? gptq__buf_alloc(ctx, sizeof(float) * (size_t)(e->sub_tokens * sw),
+                                      "stage activations")
+                    : NULL;
+    e->tmp = e->stash ? gptq__alloc(ctx, sizeof(float) * (size_t)(max_len * c->hidden),
+                                    "window embeddings")
+                      : NULL;
+    if (e->tmp)
+        rc = gptq__dev_open(ctx, m, e->sub_tokens, max_len, 0, &e->d);
+    if (rc == GPTQ_OK)
+        return GPTQ_OK;
+    gptq__log(ctx, GPTQ_LOG_WARN,
+              "evaluation: the hidden states do not fit the %s backend's memory (%s); the "
+              "layers run on the host",
+              ctx->backend->name, ctx->last_error);
+    dev_eval_close(ctx, e);
+    gptq__err_restore(ctx, &before);
+    return rc;
+}
+
+/* run_group with the hidden states in the backend's memory: the embeddings go up once,
+ * each layer's float weights once (packed ones run through their GPU handles), and only
+ * the logits come back, a chunk at a time. */
+static int run_group_dev(gptq_ctx *ctx, gptq_model *m, dev_eval *e, const eval_window *w,
+                         const eval_batch *b, int64_t b0, int64_t b1, double *nll, int64_t *count)
+{
+    const int64_t hid = m->cfg.hidden;
+    int rc = GPTQ_OK;
+
+    for (int64_t k = b0; k < b1; k++)
+        for (int64_t i = 0; i < b[k].count; i++) {
+            const eval_window *win = &w[b[k].first + i];
+            GPTQ_TRY(gptq__embed(ctx, m, win->ids, win->len, e->tmp));
+            memset(e->tmp + win->len * hid, 0,
+                   (size_t)((b[k].seqlen - win->len) * hid) * sizeof(float));
+            GPTQ_TRY(ctx->backend->upload(ctx, e->h + (b[k].row + i * b[k].seqlen) * hid, e->tmp,
+                                          (size_t)(b[k].seqlen * hid) * sizeof(float)));
+        }
+    for (int64_t l = 0; l < m->cfg.n_layers && rc == GPTQ_OK; l++) {
+        GPTQ_TRY(gptq__layer_load(ctx, m, l));
+        rc = gptq__dev_load_layer(e->d, &m->layers[l]);
+        for (int64_t k = b0; k < b1 && rc == GPTQ_OK; k++) {
+            const int64_t T = b[k].seqlen, per = e->sub_tokens / T < 1 ? 1 : e->sub_tokens / T;
+            for (int64_t i0 = 0; i0 < b[k].count && rc == GPTQ_OK; i0 += per) {
+                const int64_t ns = b[k].count - i0 < per ? b[k].count - i0 : per;
+                float *h = e->h + (b[k].row + i0 * T) * hid;
+                /* The whole layer: stages 1-4 (stage 0 only feeds a capture). */
+                for (int32_t st = 1; st <= 4 && rc == GPTQ_OK; st++)
+                    rc = gptq__dev_stage(e->d, st, h, e->stash, ns, T, NULL, NULL);
+            }
+        }
+        if (!m->quantized)
+            gptq__layer_unload(m, l);
+    }
+    for (int64_t k = b0; k < b1 && rc == GPTQ_OK; k++)
+        for (int64_t i = 0; i < b[k].count && rc == GPTQ_OK; i++) {
+            const eval_window *win = &w[b[k].first + i];
+            rc = gptq__dev_head_nll(e->d, m, e->h + (b[k].row + i * b[k].seqlen) * hid, win->ids,
+                                    win->len, nll, count);
+        }
+    return rc;
+}
+
 int gptq_model_eval(gptq_ctx *ctx, gptq_model *m, const gptq_tokens *text, int64_t seqlen,
                     gptq_eval_result *out)
 {
@@ -180,6 +285,8 @@ int gptq_model_eval(gptq_ctx *ctx, gptq_model *m, const gptq_tokens *text, int64
     eval_window *w = NULL;
     eval_batch *b = NULL;
     float *h = NULL;
+    dev_eval dev;
+    int on_dev;
     int64_t nwin = 0, nb, max_rows, count = 0;
     double nll = 0.0;
     int rc;
@@ -204,16 +311,23 @@ int gptq_model_eval(gptq_ctx *ctx, gptq_model *m, const gptq_tokens *text, int64
     }
     nb = plan(w, nwin, EVAL_STATE_BYTES / (m->cfg.hidden * (int64_t)sizeof(float)), b,
               &max_rows);
-    h = gptq__alloc(ctx, (size_t)(max_rows * m->cfg.hidden) * sizeof(float),
-                    "evaluation hidden states");
-    rc = h ? GPTQ_OK : GPTQ_ERR_OUT_OF_MEMORY;
+    /* On a device_forward backend the whole forward runs there when it fits. */
+    on_dev = ctx->backend->device_forward &&
+             dev_eval_open(ctx, m, max_rows, w[0].len, &dev) == GPTQ_OK;
+    h = on_dev ? NULL
+               : gptq__alloc(ctx, (size_t)(max_rows * m->cfg.hidden) * sizeof(float),
+                             "evaluation hidden states");
+    rc = h || on_dev ? GPTQ_OK : GPTQ_ERR_OUT_OF_MEMORY;
     for (int64_t k0 = 0; k0 < nb && rc == GPTQ_OK;) {
         int64_t k1 = k0 + 1;
         while (k1 < nb && b[k1].group == b[k0].group)
             k1++;
-        rc = run_group(ctx, m, w, b, k0, k1, h, &nll, &count);
+        rc = on_dev ? run_group_dev(ctx, m, &dev, w, b, k0, k1, &nll, &count)
+                    : run_group(ctx, m, w, b, k0, k1, h, &nll, &count);
         k0 = k1;
     }
+    if (on_dev)
+        dev_eval_close(ctx, &dev);
     gptq__free(h);
     gptq__free(b);
     gptq__free(w);

@@ -635,6 +635,25 @@ static void nll_rows(void *arg, int64_t r0, int64_t r1)
     }
 }
 
+void gptq__nll_sum(const gptq_ctx *ctx, const float *logits, const int32_t *ids, int64_t row0,
+                   int64_t nr, int64_t seqlen, int64_t vocab, double *scratch, double *nll_sum)
+{
+    nll_job jb = {.logits = logits, .ids = ids, .row0 = row0, .seqlen = seqlen, .vocab = vocab,
+                  .nll = scratch};
+    gptq__parallel_for(ctx_threads(ctx), nr, min_rows(vocab), nll_rows, &jb);
+    /* Summed in row order: the total does not depend on the thread count. */
+    for (int64_t r = 0; r < nr; r++)
+        *nll_sum += scratch[r];
+}
+
+int gptq__head_chunk_rows(int64_t vocab)
+{
+    const int64_t chunk = HEAD_CHUNK_FLOATS / vocab;
+    return (int)(chunk < 1 ? 1 : chunk > INT_MAX ? INT_MAX : chunk);
+}
+
+const float *gptq__head_weights(const gptq_model *m) { return head_weights(m); }
+
 int gptq__head_nll(gptq_ctx *ctx, gptq_model *m, float *h, const int32_t *ids,
                    int64_t nseq, int64_t seqlen, double *nll_sum, int64_t *count)
 {
@@ -643,7 +662,6 @@ int gptq__head_nll(gptq_ctx *ctx, gptq_model *m, float *h, const int32_t *ids,
     size_t rows;
     float *logits;
     double *nll;
-    nll_job jb;
     int rc = GPTQ_OK;
 
     if (!h || !ids || !nll_sum || !count || nseq < 1 || seqlen < 1 || !m->norm ||
@@ -656,8 +674,8 @@ int gptq__head_nll(gptq_ctx *ctx, gptq_model *m, float *h, const int32_t *ids,
             return GPTQ_FAIL(ctx, GPTQ_ERR_INVALID_ARGUMENT,
                              "token id %d at position %lld is outside the vocabulary (%lld)",
                              (int)ids[i], (long long)i, (long long)vocab);
-    chunk = HEAD_CHUNK_FLOATS / vocab;
-    chunk = chunk < 1 ? 1 : chunk > n ? n : chunk;
+    chunk = gptq__head_chunk_rows(vocab);
+    chunk = chunk > n ? n : chunk;
     logits = gptq__scratch(ctx, GPTQ_SCRATCH_HEAD, (size_t)(chunk * vocab) * sizeof(float),
                            "head_nll logits");
     nll = gptq__alloc(ctx, (size_t)chunk * sizeof(double), "head_nll row losses");
@@ -666,17 +684,11 @@ int gptq__head_nll(gptq_ctx *ctx, gptq_model *m, float *h, const int32_t *ids,
         return GPTQ_ERR_OUT_OF_MEMORY;
     }
     rms_norm(ctx, h, m->norm, n, hid, m->cfg.rms_eps, h);
-    jb = (nll_job){.logits = logits, .ids = ids, .seqlen = seqlen, .vocab = vocab, .nll = nll};
     for (int64_t r0 = 0; r0 < n && rc == GPTQ_OK; r0 += chunk) {
         const int64_t nr = n - r0 < chunk ? n - r0 : chunk;
         rc = sgemm_nt(ctx, h + r0 * hid, nr, hid, head_weights(m), vocab, logits);
-        if (rc != GPTQ_OK)
-            break;
-        jb.row0 = r0;
-        gptq__parallel_for(ctx_threads(ctx), nr, min_rows(vocab), nll_rows, &jb);
-        /* Summed in row order: the total does not depend on the thread count. */
-        for (int64_t r = 0; r < nr; r++)
-            *nll_sum += nll[r];
+        if (rc == GPTQ_OK)
+            gptq__nll_sum(ctx, logits, ids, r0, nr, seqlen, vocab, nll, nll_sum);
     }
     if (rc == GPTQ_OK)
         *count += nseq * (seqlen - 1);

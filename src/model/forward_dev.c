@@ -14,15 +14,20 @@
 #include <string.h>
 
 #include "backend.h"
+#include "format/qlinear.h"
 #include "model.h"
 
 struct gptq__dev {
     gptq_ctx *ctx;
     const gptq__model_config *c;
     int64_t out[GPTQ_LIN_COUNT], in[GPTQ_LIN_COUNT];
-    float *w[GPTQ_LIN_COUNT];     /* [out, in]: the running layer's weights (Q once quantized) */
+    float *w[GPTQ_LIN_COUNT];     /* [out, in]: the running layer's float weights (Q once
+                                   * quantized in the pipeline), allocated when first needed */
     float *b[GPTQ_LIN_COUNT];     /* [out] bias, allocated at the first layer that has one */
     int32_t has_bias[GPTQ_LIN_COUNT];
+    const gptq_qlinear *ql[GPTQ_LIN_COUNT]; /* a packed linear's prepared handle, or NULL */
+    float *head, *final_norm;     /* evaluation: lm_head (or the tied embedding), model.norm */
+    float *logits;                /* evaluation: [head_chunk][vocab] */
     float *norm[2];               /* input_layernorm, post_attention_layernorm [hidden] */
     float *cs, *sn;               /* RoPE tables [max_seqlen][head_dim / 2] */
     float *act;                   /* stage activations [max_tokens][act_width] */
@@ -35,11 +40,7 @@ struct gptq__dev {
 
 static void *dev_alloc(gptq__dev *d, int64_t floats, const char *what)
 {
-    void *p = d->ctx->backend->buf_alloc(d->ctx, (size_t)floats * sizeof(float));
-    if (!p && d->ctx->last_status == GPTQ_OK)
-        GPTQ_FAIL(d->ctx, GPTQ_ERR_OUT_OF_MEMORY, "backend memory for %s (%lld floats)", what,
-                  (long long)floats);
-    return p;
+    return gptq__buf_alloc(d->ctx, (size_t)floats * sizeof(float), what);
 }
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -62,11 +63,14 @@ void gptq__dev_close(gptq__dev *d)
     ctx->backend->buf_free(ctx, d->sn);
     ctx->backend->buf_free(ctx, d->act);
     ctx->backend->buf_free(ctx, d->xs);
+    ctx->backend->buf_free(ctx, d->head);
+    ctx->backend->buf_free(ctx, d->final_norm);
+    ctx->backend->buf_free(ctx, d->logits);
     gptq__free(d);
 }
 
 int gptq__dev_open(gptq_ctx *ctx, const gptq_model *m, int64_t max_tokens, int64_t max_seqlen,
-                   gptq__dev **out)
+                   int32_t hessians, gptq__dev **out)
 {
     const gptq__model_config *c = &m->cfg;
     const int64_t hid = c->hidden, inter = c->inter, half = c->head_dim / 2;
@@ -89,14 +93,12 @@ int gptq__dev_open(gptq_ctx *ctx, const gptq_model *m, int64_t max_tokens, int64
     for (int j = 0; j < GPTQ_LIN_COUNT; j++) {
         d->out[j] = m->layers[0].lin[j].out;
         d->in[j] = m->layers[0].lin[j].in;
-        if (!(d->w[j] = dev_alloc(d, d->out[j] * d->in[j], gptq__lin_names[j])))
-            rc = GPTQ_ERR_OUT_OF_MEMORY;
     }
     d->width[GPTQ_CAP_ATTN_IN] = hid;
     d->width[GPTQ_CAP_O_IN] = qd;
     d->width[GPTQ_CAP_MLP_IN] = hid;
     d->width[GPTQ_CAP_DOWN_IN] = inter;
-    for (int i = 0; rc == GPTQ_OK && i < GPTQ_CAP_COUNT; i++) {
+    for (int i = 0; hessians && rc == GPTQ_OK && i < GPTQ_CAP_COUNT; i++) {
         const int64_t w = d->width[i], chunk = gptq__hessian_chunk_rows(w);
         xs_floats = max64(xs_floats, (chunk < max_seqlen ? chunk : max_seqlen) * w);
         if (!(d->hess[i] = dev_alloc(d, w * w, "a Hessian")))
@@ -107,7 +109,7 @@ int gptq__dev_open(gptq_ctx *ctx, const gptq_model *m, int64_t max_tokens, int64
                           !(d->cs = dev_alloc(d, max_seqlen * half, "the RoPE tables")) ||
                           !(d->sn = dev_alloc(d, max_seqlen * half, "the RoPE tables")) ||
                           !(d->act = dev_alloc(d, max_tokens * d->act_width, "activations")) ||
-                          !(d->xs = dev_alloc(d, xs_floats, "scaled calibration rows"))))
+                          (hessians && !(d->xs = dev_alloc(d, xs_floats, "scaled calibration rows")))))
         rc = GPTQ_ERR_OUT_OF_MEMORY;
     if (rc == GPTQ_OK) {
         tab = gptq__alloc(ctx, sizeof(float) * (size_t)(2 * max_seqlen * half), "RoPE tables");
@@ -133,10 +135,24 @@ int gptq__dev_load_linear(gptq__dev *d, const gptq__layer *L, int32_t j)
     gptq_ctx *ctx = d->ctx;
     const gptq__linear *l = &L->lin[j];
 
-    if (!l->w || l->out != d->out[j] || l->in != d->in[j])
-        return GPTQ_FAIL(ctx, GPTQ_ERR_INTERNAL, "dev_load_linear: %s is not a resident %lld x %lld "
-                                                 "float linear",
-                         gptq__lin_names[j], (long long)d->out[j], (long long)d->in[j]);
+    d->ql[j] = NULL;
+    d->has_bias[j] = 0;
+    if (l->out != d->out[j] || l->in != d->in[j])
+        return GPTQ_FAIL(ctx, GPTQ_ERR_SHAPE, "%s is %lld x %lld, layer 0's is %lld x %lld",
+                         gptq__lin_names[j], (long long)l->out, (long long)l->in,
+                         (long long)d->out[j], (long long)d->in[j]);
+    if (l->quantized) { /* its prepared handle, bias included, runs where it lives */
+        if (!l->ql)
+            return GPTQ_FAIL(ctx, GPTQ_ERR_NOT_SUPPORTED,
+                             "%s: a packed linear without a prepared handle", gptq__lin_names[j]);
+        d->ql[j] = l->ql;
+        return GPTQ_OK;
+    }
+    if (!l->w)
+        return GPTQ_FAIL(ctx, GPTQ_ERR_INTERNAL, "dev_load_linear: %s is not loaded",
+                         gptq__lin_names[j]);
+    if (!d->w[j] && !(d->w[j] = dev_alloc(d, l->out * l->in, gptq__lin_names[j])))
+        return GPTQ_ERR_OUT_OF_MEMORY;
     GPTQ_TRY(ctx->backend->upload(ctx, d->w[j], l->w, sizeof(float) * (size_t)(l->out * l->in)));
     d->has_bias[j] = l->bias != NULL;
     if (!l->bias)
@@ -207,7 +223,12 @@ static int op_linear(gptq__dev *d, int32_t j, const float *x, int64_t n, float *
 {
     const gptq_backend *be = d->ctx->backend;
     const int64_t out = d->out[j];
+    const gptq_qlinear *ql = d->ql[j];
 
+    if (ql) /* a GPU handle on device buffers; a host one (the CPU's table) on host memory */
+        return ql->dev ? gptq_qlinear_forward_device(d->ctx, ql, x, GPTQ_QLINEAR_DTYPE_F32, n, y,
+                                                     GPTQ_QLINEAR_DTYPE_F32)
+                       : gptq_qlinear_forward(d->ctx, ql, x, n, y);
     GPTQ_TRY(gptq__gemm_fp32(d->ctx, x, n, d->in[j], d->w[j], out, y));
     if (!d->has_bias[j])
         return GPTQ_OK;
@@ -311,5 +332,55 @@ int gptq__dev_hessian_take(gptq__dev *d, int32_t point, gptq_hessian **out)
         gptq_hessian_free(*out);
         *out = NULL;
     }
+    return rc;
+}
+
+/* ---- evaluation's head ------------------------------------------------------------ */
+
+int gptq__dev_head_nll(gptq__dev *d, gptq_model *m, float *h, const int32_t *ids, int64_t len,
+                       double *nll_sum, int64_t *count)
+{
+    gptq_ctx *ctx = d->ctx;
+    const gptq_backend *be = ctx->backend;
+    const int64_t vocab = m->cfg.vocab, hid = m->cfg.hidden;
+    const int64_t chunk = gptq__head_chunk_rows(vocab) < len ? gptq__head_chunk_rows(vocab) : len;
+    float *logits;
+    double *scratch;
+    int rc = GPTQ_OK;
+
+    if (!d->head) { /* the final norm and the output projection, once per evaluation */
+        GPTQ_TRY(gptq__head_load(ctx, m));
+        if (!(d->head = dev_alloc(d, vocab * hid, "the output projection")) ||
+            !(d->final_norm = dev_alloc(d, hid, "the final norm")) ||
+            !(d->logits = dev_alloc(d, (int64_t)gptq__head_chunk_rows(vocab) * vocab, "logits")))
+            return GPTQ_ERR_OUT_OF_MEMORY;
+        GPTQ_TRY(be->upload(ctx, d->head, gptq__head_weights(m),
+                            sizeof(float) * (size_t)(vocab * hid)));
+        GPTQ_TRY(be->upload(ctx, d->final_norm, m->norm, sizeof(float) * (size_t)hid));
+    }
+    logits = gptq__alloc(ctx, sizeof(float) * (size_t)(chunk * vocab), "logits");
+    scratch = logits ? gptq__alloc(ctx, sizeof(double) * (size_t)chunk, "row losses") : NULL;
+    if (!scratch) {
+        gptq__free(logits);
+        return GPTQ_ERR_OUT_OF_MEMORY;
+    }
+    /* LlamaModel.forward ends with self.norm; the logits come to the host per chunk for
+     * the log-softmax (gptq__head_nll's arithmetic). */
+    if (be->rms_norm)
+        rc = be->rms_norm(ctx, h, d->final_norm, len, hid, (float)m->cfg.rms_eps, h);
+    else
+        gptq__rms_norm(ctx, h, d->final_norm, len, hid, (float)m->cfg.rms_eps, h);
+    for (int64_t r0 = 0; r0 < len && rc == GPTQ_OK; r0 += chunk) {
+        const int64_t nr = len - r0 < chunk ? len - r0 : chunk;
+        rc = gptq__gemm_fp32(ctx, h + r0 * hid, nr, hid, d->head, vocab, d->logits);
+        if (rc == GPTQ_OK)
+            rc = be->download(ctx, logits, d->logits, sizeof(float) * (size_t)(nr * vocab));
+        if (rc == GPTQ_OK)
+            gptq__nll_sum(ctx, logits, ids, r0, nr, len, vocab, scratch, nll_sum);
+    }
+    if (rc == GPTQ_OK)
+        *count += len - 1;
+    gptq__free(logits);
+    gptq__free(scratch);
     return rc;
 }

@@ -189,12 +189,14 @@ int gptq__gemm_fp32(gptq_ctx *ctx, const float *x, int64_t n, int64_t in, const 
  * [max_tokens] and one Hessian per capture point, all in buf_alloc buffers. */
 typedef struct gptq__dev gptq__dev;
 
-/* For model m, batches of at most max_tokens tokens, sequences of at most max_seqlen. */
+/* For model m, batches of at most max_tokens tokens, sequences of at most max_seqlen;
+ * with the four Hessians (the pipeline) or without (evaluation). */
 int gptq__dev_open(gptq_ctx *ctx, const gptq_model *m, int64_t max_tokens, int64_t max_seqlen,
-                   gptq__dev **out);
+                   int32_t hessians, gptq__dev **out);
 void gptq__dev_close(gptq__dev *d);
-/* Upload layer L's float weights, biases and norms (L resident), or one linear's
- * weights again (its Q once quantized). */
+/* Upload layer L's float weights, biases and norms (L resident; a packed linear runs
+ * through its prepared handle, which must exist), or one linear's weights again (its Q
+ * once quantized). */
 int gptq__dev_load_layer(gptq__dev *d, const gptq__layer *L);
 int gptq__dev_load_linear(gptq__dev *d, const gptq__layer *L, int32_t j);
 /* gptq__layer_stage on buffers: h, stash and what `capture` receives are buf_alloc
@@ -208,6 +210,11 @@ void gptq__dev_hessians_reset(gptq__dev *d);
 int gptq__dev_hessian_add(gptq__dev *d, int32_t point, const float *x, int64_t nseq,
                           int64_t seqlen);
 int gptq__dev_hessian_take(gptq__dev *d, int32_t point, gptq_hessian **out);
+/* gptq__head_nll for one window of len tokens whose hidden states h (a buffer, [len,
+ * hidden], overwritten) are on the backend: final norm and lm_head there, the
+ * log-softmax of each chunk of logits on the host. */
+int gptq__dev_head_nll(gptq__dev *d, gptq_model *m, float *h, const int32_t *ids, int64_t len,
+                       double *nll_sum, int64_t *count);
 
 /* h[n, hidden] = embed[ids] */
 int gptq__embed(gptq_ctx *ctx, const gptq_model *m, const int32_t *ids, int64_t n, float *h);
@@ -217,6 +224,15 @@ int gptq__embed(gptq_ctx *ctx, const gptq_model *m, const int32_t *ids, int64_t 
  * (h is overwritten). *nll_sum accumulates in double; *count the predicted tokens. */
 int gptq__head_nll(gptq_ctx *ctx, gptq_model *m, float *h, const int32_t *ids,
                    int64_t nseq, int64_t seqlen, double *nll_sum, int64_t *count);
+
+/* The NLL part of head_nll: rows row0 .. row0 + nr - 1 of a window batch (ids of the
+ * whole batch, sequences of seqlen) given their logits [nr, vocab]; scratch holds nr
+ * doubles; *nll_sum accumulates in row order. Rows per logits chunk, and the output
+ * projection's weights (lm_head or the tied embedding), for a head run elsewhere. */
+void gptq__nll_sum(const gptq_ctx *ctx, const float *logits, const int32_t *ids, int64_t row0,
+                   int64_t nr, int64_t seqlen, int64_t vocab, double *scratch, double *nll_sum);
+int gptq__head_chunk_rows(int64_t vocab);
+const float *gptq__head_weights(const gptq_model *m);
 
 /* Final norm + lm_head: logits [n, vocab] (for tests against reference logits). */
 int gptq__head_logits(gptq_ctx *ctx, gptq_model *m, float *h, int64_t n, float *logits);

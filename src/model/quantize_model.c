@@ -467,6 +467,7 @@ static int open_host(pipeline *p, int64_t total)
 {
     gptq_ctx *ctx = p->ctx;
     const int64_t hidden = p->m->cfg.hidden;
+    gptq__err_state before;
 
     p->inps = gptq__alloc(ctx, sizeof(float) * (size_t)(total * hidden), "calibration activations");
     p->work = p->inps ? gptq__alloc(ctx, sizeof(float) * (size_t)(p->max_batch_tokens * hidden),
@@ -474,14 +475,13 @@ static int open_host(pipeline *p, int64_t total)
                       : NULL;
     if (!p->work)
         return GPTQ_ERR_OUT_OF_MEMORY;
+    gptq__err_save(ctx, &before);
     if (p->o->true_sequential &&
         (double)total * (double)p->stash_width * sizeof(float) <= (double)STASH_BYTES)
         p->stash = gptq__alloc(ctx, sizeof(float) * (size_t)(total * p->stash_width),
                                "stage activations");
-    if (!p->stash) { /* optional: fall back quietly */
-        ctx->last_status = GPTQ_OK;
-        ctx->last_error[0] = '\0';
-    }
+    if (!p->stash) /* optional: fall back quietly */
+        gptq__err_restore(ctx, &before);
     return GPTQ_OK;
 }
 
@@ -512,14 +512,21 @@ static int open_device(pipeline *p, int64_t total, int64_t max_len)
     const gptq_backend *be = ctx->backend;
     const int64_t hidden = p->m->cfg.hidden;
     const double gib = (double)total * (double)(hidden + p->stash_width) * sizeof(float) / 1073741824.0;
+    gptq__err_state before;
     int rc = GPTQ_ERR_OUT_OF_MEMORY;
 
-    p->inps = be->buf_alloc(ctx, sizeof(float) * (size_t)(total * hidden));
-    p->stash = p->inps ? be->buf_alloc(ctx, sizeof(float) * (size_t)(total * p->stash_width)) : NULL;
-    p->work = p->stash ? be->buf_alloc(ctx, sizeof(float) * (size_t)(p->max_batch_tokens * hidden))
+    gptq__err_save(ctx, &before);
+    p->inps = gptq__buf_alloc(ctx, sizeof(float) * (size_t)(total * hidden),
+                              "the calibration activations");
+    p->stash = p->inps ? gptq__buf_alloc(ctx, sizeof(float) * (size_t)(total * p->stash_width),
+                                         "the stage activations")
+                       : NULL;
+    p->work = p->stash ? gptq__buf_alloc(ctx,
+                                         sizeof(float) * (size_t)(p->max_batch_tokens * hidden),
+                                         "an activation copy")
                        : NULL;
     if (p->work)
-        rc = gptq__dev_open(ctx, p->m, p->max_batch_tokens, max_len, &p->dev);
+        rc = gptq__dev_open(ctx, p->m, p->max_batch_tokens, max_len, 1, &p->dev);
     if (rc == GPTQ_OK) {
         gptq__log(ctx, GPTQ_LOG_INFO,
                   "calibration activations on the %s backend (%.2f GiB), layers run there",
@@ -529,13 +536,12 @@ static int open_device(pipeline *p, int64_t total, int64_t max_len)
     gptq__log(ctx, GPTQ_LOG_WARN,
               "the calibration activations (%.2f GiB) do not fit the %s backend's memory (%s); "
               "they stay in host memory",
-              gib, be->name, ctx->last_error[0] ? ctx->last_error : "out of memory");
+              gib, be->name, ctx->last_error);
     be->buf_free(ctx, p->inps);
     be->buf_free(ctx, p->stash);
     be->buf_free(ctx, p->work);
     p->inps = p->stash = p->work = NULL;
-    ctx->last_status = GPTQ_OK;
-    ctx->last_error[0] = '\0';
+    gptq__err_restore(ctx, &before);
     return rc;
 }
 
