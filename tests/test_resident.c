@@ -407,3 +407,9 @@ Test(resident, device_forward_falls_back_when_memory_is_short)
     gptq_ctx_free(dev);
     gptq_ctx_free(host);
 }
+
+Test(resident, device_forward_stories260k_one_pass)
+{
+    device_forward_case(GPTQ_TEST_MODELS "/stories260K", GPTQ_TEST_MODELS "/stories260K/calib_ids.json",
+                        GPTQ_TOKENS_IDS, 0, 1, NULL);
+}

@@ -48,7 +48,8 @@ typedef struct pipeline {
     float *work;          /* scratch of the same size as the largest batch */
     float *stash;         /* [sum of lengths, stash_width]: attention output, later
                            * silu(gate) * up, between the stages of a layer (NULL: the
-                           * layer is re-run for each subset instead) */
+                           * layer is re-run for each subset instead; on the device
+                           * without true-sequential: [max_batch_tokens, stash_width]) */
     int64_t stash_width;
     int64_t max_batch_tokens;
     gptq_hessian *hs[GPTQ_CAP_COUNT]; /* the Hessian each capture point feeds, or NULL */
@@ -211,28 +212,30 @@ static int run_stage(pipeline *p, const gptq__layer *L, int32_t stage)
     return GPTQ_OK;
 }
 
-/* On the device without true-sequential: one pass of stages 0..3 over a copy of each
- * batch's inputs, every capture point feeding its Hessian (gptq__layer_forward's
- * captures on the host). */
-static int dev_capture_all(pipeline *p)
+/* On the device without true-sequential, batch by batch: stages first..last of one
+ * batch, then of the next, so that the stash holds one batch. copy: on a copy of the
+ * batch's inputs (the capture pass: stages 0..3 with every capture point feeding its
+ * Hessian, as gptq__layer_forward's captures on the host), else in place (the quantized
+ * layer's outputs: stages 1..4). */
+static int dev_batch_major(pipeline *p, int32_t first, int32_t last, int copy)
 {
     const int64_t hidden = p->m->cfg.hidden;
     int64_t off = 0;
     int rc = GPTQ_OK;
 
-    for (int i = 0; i < GPTQ_CAP_COUNT; i++)
-        p->cap_on[i] = 1;
     for (int64_t s0 = 0; s0 < p->nsamples && rc == GPTQ_OK;) {
         const int64_t s1 = batch_end(p, s0), len = p->samples[s0].len, n = s1 - s0;
-        float *stash = p->stash + off * p->stash_width;
-        rc = p->ctx->backend->upload(p->ctx, p->work, p->inps + off * hidden,
-                                     sizeof(float) * (size_t)(n * len * hidden));
-        for (int32_t stage = 0; stage < 4 && rc == GPTQ_OK; stage++)
-            rc = gptq__dev_stage(p->dev, stage, p->work, stash, n, len, on_capture, p);
+        float *h = p->inps + off * hidden;
+        if (copy) {
+            rc = p->ctx->backend->upload(p->ctx, p->work, h,
+                                         sizeof(float) * (size_t)(n * len * hidden));
+            h = p->work;
+        }
+        for (int32_t stage = first; stage <= last && rc == GPTQ_OK; stage++)
+            rc = gptq__dev_stage(p->dev, stage, h, p->stash, n, len, on_capture, p);
         off += n * len;
         s0 = s1;
     }
-    memset(p->cap_on, 0, sizeof p->cap_on);
     return rc;
 }
 
@@ -245,21 +248,26 @@ static int dev_quantize_layer(pipeline *p, int64_t i, gptq__layer *L, gptq_packe
 {
     const int ts = p->o->true_sequential;
     int rc = gptq__dev_load_layer(p->dev, L);
+    int any[4] = {0}; /* a subset whose linears all stay float needs no Hessian */
 
+    for (int s = 0; s < 4; s++)
+        for (int c = 0; c < subsets[s].count; c++)
+            any[s] |= to_quantize(p, &L->lin[subsets[s].lins[c]]);
     gptq__dev_hessians_reset(p->dev);
-    if (rc == GPTQ_OK && !ts)
-        rc = dev_capture_all(p);
+    if (rc == GPTQ_OK && !ts) {
+        for (int s = 0; s < 4; s++)
+            p->cap_on[subsets[s].point] = any[s];
+        rc = dev_batch_major(p, 0, 3, 1);
+        memset(p->cap_on, 0, sizeof p->cap_on);
+    }
     for (int s = 0; rc == GPTQ_OK && s < 4; s++) {
         const int32_t point = subsets[s].point;
-        int any = 0; /* a subset whose linears all stay float needs no Hessian */
-        for (int c = 0; c < subsets[s].count; c++)
-            any |= to_quantize(p, &L->lin[subsets[s].lins[c]]);
         if (ts) { /* stage s ends at subset s's input */
-            p->cap_on[point] = any;
+            p->cap_on[point] = any[s];
             rc = run_stage(p, L, s);
             p->cap_on[point] = 0;
         }
-        if (rc == GPTQ_OK && any)
+        if (rc == GPTQ_OK && any[s])
             rc = gptq__dev_hessian_take(p->dev, point, &p->hs[s]);
         for (int c = 0; rc == GPTQ_OK && c < subsets[s].count; c++) {
             const int j = subsets[s].lins[c];
@@ -274,8 +282,8 @@ static int dev_quantize_layer(pipeline *p, int64_t i, gptq__layer *L, gptq_packe
     }
     /* The next layer's inputs: with true-sequential the stash already holds silu(gate) *
      * up of the quantized gate and up; without, the quantized layer runs whole. */
-    for (int32_t stage = ts ? 4 : 1; rc == GPTQ_OK && stage <= 4; stage++)
-        rc = run_stage(p, L, stage);
+    if (rc == GPTQ_OK)
+        rc = ts ? run_stage(p, L, 4) : dev_batch_major(p, 1, 4, 0);
     return rc;
 }
 
@@ -511,14 +519,22 @@ static int open_device(pipeline *p, int64_t total, int64_t max_len)
     gptq_ctx *ctx = p->ctx;
     const gptq_backend *be = ctx->backend;
     const int64_t hidden = p->m->cfg.hidden;
-    const double gib = (double)total * (double)(hidden + p->stash_width) * sizeof(float) / 1073741824.0;
+    const int64_t stashed = p->o->true_sequential ? total : p->max_batch_tokens;
+    const double gib =
+        ((double)total * hidden + (double)stashed * p->stash_width) * sizeof(float) / 1073741824.0;
     gptq__err_state before;
     int rc = GPTQ_ERR_OUT_OF_MEMORY;
 
     gptq__err_save(ctx, &before);
     p->inps = gptq__buf_alloc(ctx, sizeof(float) * (size_t)(total * hidden),
                               "the calibration activations");
-    p->stash = p->inps ? gptq__buf_alloc(ctx, sizeof(float) * (size_t)(total * p->stash_width),
+    /* The stage activations: of every token with true-sequential (each stage runs over
+     * all batches before the next), else of one batch (dev_batch_major). */
+    p->stash = p->inps ? gptq__buf_alloc(ctx,
+                                         sizeof(float) * (size_t)((p->o->true_sequential
+                                                                       ? total
+                                                                       : p->max_batch_tokens) *
+                                                                  p->stash_width),
                                          "the stage activations")
                        : NULL;
     p->work = p->stash ? gptq__buf_alloc(ctx,
