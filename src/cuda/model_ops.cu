@@ -180,7 +180,10 @@ __device__ static void tile_product(const float *a, int64_t lda, int64_t m, cons
             }
         }
         __syncthreads();
-        for (int t = 0; t < TK && t0 + t < kn; t++) {
+        /* Past kn both operands were loaded as 0: those terms add exact zeros, and the
+         * fixed trip count lets the loop unroll. */
+#pragma unroll
+        for (int t = 0; t < TK; t++) {
             float av[4], bv[4];
             for (int r = 0; r < 4; r++)
                 av[r] = as[t][ty + 16 * r];
@@ -287,19 +290,27 @@ __global__ void attn_values_kernel(attn_geom g)
 
 /* ---- the slots ------------------------------------------------------------------------ */
 
-static cu_state *begin(gptq_ctx *ctx, int *status) { return gptq_cu_state(ctx, status); }
-
-static int launched(gptq_ctx *ctx)
+/* Queue `kernel` over `count` elements (grid-stride, EW_THREADS per block) on ctx's
+ * stream. */
+template <class... P, class... A>
+static int launch_ew(gptq_ctx *ctx, int64_t count, void (*kernel)(P...), A... args)
 {
+    int status;
+    cu_state *st = gptq_cu_state(ctx, &status);
+    if (!st)
+        return status;
+    if (count < 1)
+        return GPTQ_OK;
+    kernel<<<ew_blocks(count), EW_THREADS, 0, st->stream>>>(args...);
     CU_TRY(ctx, cudaGetLastError());
     return GPTQ_OK;
 }
 
-int gptq_cu_rms_norm(gptq_ctx *ctx, const float *x, const float *w, int64_t n,
-                                int64_t width, float eps, float *y)
+int gptq_cu_rms_norm(gptq_ctx *ctx, const float *x, const float *w, int64_t n, int64_t width,
+                     float eps, float *y)
 {
     int status;
-    cu_state *st = begin(ctx, &status);
+    cu_state *st = gptq_cu_state(ctx, &status);
     if (!st)
         return status;
     if (n < 1)
@@ -308,73 +319,45 @@ int gptq_cu_rms_norm(gptq_ctx *ctx, const float *x, const float *w, int64_t n,
         return gptq_cu_host->fail(ctx, GPTQ_ERR_NOT_SUPPORTED, "CUDA backend: rms_norm of %lld rows",
                                   (long long)n);
     rms_norm_kernel<<<(unsigned)n, EW_THREADS, 0, st->stream>>>(x, w, width, eps, y);
-    return launched(ctx);
+    CU_TRY(ctx, cudaGetLastError());
+    return GPTQ_OK;
 }
 
-int gptq_cu_silu_mul(gptq_ctx *ctx, float *g, const float *u, int64_t n,
-                                int64_t width)
+int gptq_cu_silu_mul(gptq_ctx *ctx, float *g, const float *u, int64_t n, int64_t width)
 {
-    int status;
-    cu_state *st = begin(ctx, &status);
-    if (!st)
-        return status;
-    silu_mul_kernel<<<ew_blocks(n * width), EW_THREADS, 0, st->stream>>>(g, u, n * width);
-    return launched(ctx);
+    return launch_ew(ctx, n * width, silu_mul_kernel, g, u, n * width);
 }
 
 int gptq_cu_add(gptq_ctx *ctx, float *y, const float *x, int64_t count)
 {
-    int status;
-    cu_state *st = begin(ctx, &status);
-    if (!st)
-        return status;
-    add_kernel<<<ew_blocks(count), EW_THREADS, 0, st->stream>>>(y, x, count);
-    return launched(ctx);
+    return launch_ew(ctx, count, add_kernel, y, x, count);
 }
 
 int gptq_cu_scale(gptq_ctx *ctx, float *y, const float *x, float s, int64_t count)
 {
-    int status;
-    cu_state *st = begin(ctx, &status);
-    if (!st)
-        return status;
-    scale_kernel<<<ew_blocks(count), EW_THREADS, 0, st->stream>>>(y, x, s, count);
-    return launched(ctx);
+    return launch_ew(ctx, count, scale_kernel, y, x, s, count);
 }
 
-int gptq_cu_add_bias(gptq_ctx *ctx, float *y, const float *b, int64_t n,
-                                int64_t width)
+int gptq_cu_add_bias(gptq_ctx *ctx, float *y, const float *b, int64_t n, int64_t width)
 {
-    int status;
-    cu_state *st = begin(ctx, &status);
-    if (!st)
-        return status;
-    if (width < 1)
-        return GPTQ_OK;
-    bias_kernel<<<ew_blocks(n * width), EW_THREADS, 0, st->stream>>>(y, b, width, n * width);
-    return launched(ctx);
+    return launch_ew(ctx, width < 1 ? 0 : n * width, bias_kernel, y, b, width, n * width);
 }
 
 int gptq_cu_rope(gptq_ctx *ctx, float *x, const float *cs, const float *sn, int64_t n,
-                            int64_t seqlen, int64_t heads, int64_t head_dim)
+                 int64_t seqlen, int64_t heads, int64_t head_dim)
 {
-    int status;
-    cu_state *st = begin(ctx, &status);
-    if (!st)
-        return status;
     if (head_dim < 2 || seqlen < 1)
         return GPTQ_OK;
-    rope_kernel<<<ew_blocks(n * heads * (head_dim / 2)), EW_THREADS, 0, st->stream>>>(
-        x, cs, sn, n, seqlen, heads, head_dim);
-    return launched(ctx);
+    return launch_ew(ctx, n * heads * (head_dim / 2), rope_kernel, x, cs, sn, n, seqlen, heads,
+                     head_dim);
 }
 
 int gptq_cu_attention(gptq_ctx *ctx, const float *q, const float *k, const float *v,
-                                 int64_t nseq, int64_t seqlen, int64_t heads, int64_t kv_heads,
-                                 int64_t head_dim, float *out)
+                      int64_t nseq, int64_t seqlen, int64_t heads, int64_t kv_heads,
+                      int64_t head_dim, float *out)
 {
     int status;
-    cu_state *st = begin(ctx, &status);
+    cu_state *st = gptq_cu_state(ctx, &status);
     const int64_t tiles = (seqlen + TILE - 1) / TILE, pairs = nseq * heads;
     const size_t per_pair = (size_t)seqlen * (size_t)seqlen * sizeof(float);
     int64_t chunk;
