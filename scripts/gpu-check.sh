@@ -9,7 +9,10 @@
 #    end to end), verbose so skipped tests would show;
 # 2. `gptq bench matmul --backend cuda` at 4096 x 4096 and 11008 x 4096, 4-bit g128,
 #    batch 1/16/64, each GPU kernel forced once at batch 16;
-# 3. `bench_layer --backend cuda` on 4096 x 4096 with and without act-order.
+# 3. `bench_layer --backend cuda` on 4096 x 4096 with and without act-order;
+# 4. the main job on the GPU: `gptq quantize` of the bundled model (128 x 256 bytes,
+#    4-bit g128) with --backend cuda and --eval (perplexity before and after, timed), and
+#    the same for stories260K (grouped-query attention).
 # Each step's output goes to OUTDIR/<step>.log; the script keeps going after a failure and
 # exits non-zero if any step failed.
 set -uo pipefail
@@ -53,4 +56,10 @@ for out in 4096 11008; do
 done
 step layer_4096 "$b/bench/bench_layer" --backend cuda --out 4096 --in 4096 --reps 5
 step layer_4096_act "$b/bench/bench_layer" --backend cuda --out 4096 --in 4096 --reps 5 --act-order
+step quantize_tiny "$b/gptq" quantize models/tiny-llama-bytes -o /tmp/gptq-gpu-tiny --force \
+    --calib models/tiny-llama-bytes/calib.txt --nsamples 128 --seqlen 256 --bits 4 \
+    --group-size 128 --eval models/tiny-llama-bytes/eval.txt --backend cuda
+step quantize_stories "$b/gptq" quantize models/stories260K -o /tmp/gptq-gpu-stories --force \
+    --calib models/stories260K/calib_ids.json --nsamples 128 --seqlen 256 --bits 4 \
+    --group-size 32 --eval models/stories260K/eval_ids.json --backend cuda
 exit $rc
