@@ -200,8 +200,8 @@ static void dev_eval_close(gptq_ctx *ctx, dev_eval *e)
     memset(e, 0, sizeof *e);
 }
 
-/* The buffers, or a note in the log and the host path (status cleared) when they do not
- * fit. */
+/* The buffers, or a note in the log and the host path (the caller's last error as it
+ * was) when they do not fit. */
 static int dev_eval_open(gptq_ctx *ctx, const gptq_model *m, int64_t max_rows, int64_t max_len,
                          dev_eval *e)
 {

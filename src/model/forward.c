@@ -278,6 +278,14 @@ static int sgemm_nt(gptq_ctx *ctx, const float *x, int64_t n, int64_t in, const 
     return rows_split(ctx, &jb, n);
 }
 
+/* F.linear adds the bias to the product (addmm). */
+void gptq__add_bias(float *y, const float *b, int64_t n, int64_t width)
+{
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t o = 0; o < width; o++)
+            y[r * width + o] += b[o];
+}
+
 int gptq__linear_apply(gptq_ctx *ctx, const gptq__linear *l, const float *x, int64_t n, float *y)
 {
     if (!l || !x || !y || n < 1)
@@ -293,11 +301,8 @@ int gptq__linear_apply(gptq_ctx *ctx, const gptq__linear *l, const float *x, int
         return GPTQ_FAIL(ctx, GPTQ_ERR_INTERNAL, "linear_apply: %lld x %lld weights not loaded",
                          (long long)l->out, (long long)l->in);
     GPTQ_TRY(sgemm_nt(ctx, x, n, l->in, l->w, l->out, y));
-    /* F.linear adds the bias to the product (addmm). */
     if (l->bias)
-        for (int64_t r = 0; r < n; r++)
-            for (int64_t o = 0; o < l->out; o++)
-                y[r * l->out + o] += l->bias[o];
+        gptq__add_bias(y, l->bias, n, l->out);
     return GPTQ_OK;
 }
 

@@ -173,13 +173,14 @@ int gptq__dev_load_layer(gptq__dev *d, const gptq__layer *L)
 
 /* ---- the operations: the backend's slot, or the host version ------------------------ */
 
-static int op_rms(gptq__dev *d, const float *x, int32_t which, int64_t n, float *y)
+/* RMSNorm of n rows of the hidden size with weight w (a buffer). */
+static int op_rms(gptq__dev *d, const float *x, const float *w, int64_t n, float *y)
 {
     const gptq_backend *be = d->ctx->backend;
     const float eps = (float)d->c->rms_eps;
     if (be->rms_norm)
-        return be->rms_norm(d->ctx, x, d->norm[which], n, d->c->hidden, eps, y);
-    gptq__rms_norm(d->ctx, x, d->norm[which], n, d->c->hidden, eps, y);
+        return be->rms_norm(d->ctx, x, w, n, d->c->hidden, eps, y);
+    gptq__rms_norm(d->ctx, x, w, n, d->c->hidden, eps, y);
     return GPTQ_OK;
 }
 
@@ -234,9 +235,7 @@ static int op_linear(gptq__dev *d, int32_t j, const float *x, int64_t n, float *
         return GPTQ_OK;
     if (be->add_bias)
         return be->add_bias(d->ctx, y, d->b[j], n, out);
-    for (int64_t r = 0; r < n; r++)
-        for (int64_t o = 0; o < out; o++)
-            y[r * out + o] += d->b[j][o];
+    gptq__add_bias(y, d->b[j], n, out);
     return GPTQ_OK;
 }
 
@@ -261,12 +260,12 @@ int gptq__dev_stage(gptq__dev *d, int32_t stage, float *h, float *stash, int64_t
                          (long long)nseq, (long long)seqlen);
     switch (stage) {
     case 0: /* -> the input of q, k, v */
-        GPTQ_TRY(op_rms(d, h, 0, n, xn));
+        GPTQ_TRY(op_rms(d, h, d->norm[0], n, xn));
         point = GPTQ_CAP_ATTN_IN;
         break;
     case 1: { /* -> the attention output, kept in stash [n, qd] */
         float *q = extra, *k = q + n * qd, *v = k + n * kvd;
-        GPTQ_TRY(op_rms(d, h, 0, n, xn));
+        GPTQ_TRY(op_rms(d, h, d->norm[0], n, xn));
         GPTQ_TRY(op_linear(d, GPTQ_LIN_Q, xn, n, q));
         GPTQ_TRY(op_linear(d, GPTQ_LIN_K, xn, n, k));
         GPTQ_TRY(op_linear(d, GPTQ_LIN_V, xn, n, v));
@@ -281,11 +280,11 @@ int gptq__dev_stage(gptq__dev *d, int32_t stage, float *h, float *stash, int64_t
     case 2: /* residual += o(attention); -> the input of gate, up */
         GPTQ_TRY(op_linear(d, GPTQ_LIN_O, stash, n, xn));
         GPTQ_TRY(op_add(d, h, xn, n, hid));
-        GPTQ_TRY(op_rms(d, h, 1, n, xn));
+        GPTQ_TRY(op_rms(d, h, d->norm[1], n, xn));
         point = GPTQ_CAP_MLP_IN;
         break;
     case 3: /* -> silu(gate) * up, kept in stash [n, inter] */
-        GPTQ_TRY(op_rms(d, h, 1, n, xn));
+        GPTQ_TRY(op_rms(d, h, d->norm[1], n, xn));
         GPTQ_TRY(op_linear(d, GPTQ_LIN_GATE, xn, n, stash));
         GPTQ_TRY(op_linear(d, GPTQ_LIN_UP, xn, n, extra));
         GPTQ_TRY(op_silu(d, stash, extra, n, inter));
@@ -358,18 +357,16 @@ int gptq__dev_head_nll(gptq__dev *d, gptq_model *m, float *h, const int32_t *ids
                             sizeof(float) * (size_t)(vocab * hid)));
         GPTQ_TRY(be->upload(ctx, d->final_norm, m->norm, sizeof(float) * (size_t)hid));
     }
-    logits = gptq__alloc(ctx, sizeof(float) * (size_t)(chunk * vocab), "logits");
+    /* The host's logits chunk is the context's head scratch, as gptq__head_nll's: kept
+     * across the windows of an evaluation. */
+    logits = gptq__scratch(ctx, GPTQ_SCRATCH_HEAD, sizeof(float) * (size_t)(chunk * vocab),
+                           "logits");
     scratch = logits ? gptq__alloc(ctx, sizeof(double) * (size_t)chunk, "row losses") : NULL;
-    if (!scratch) {
-        gptq__free(logits);
+    if (!scratch)
         return GPTQ_ERR_OUT_OF_MEMORY;
-    }
     /* LlamaModel.forward ends with self.norm; the logits come to the host per chunk for
      * the log-softmax (gptq__head_nll's arithmetic). */
-    if (be->rms_norm)
-        rc = be->rms_norm(ctx, h, d->final_norm, len, hid, (float)m->cfg.rms_eps, h);
-    else
-        gptq__rms_norm(ctx, h, d->final_norm, len, hid, (float)m->cfg.rms_eps, h);
+    rc = op_rms(d, h, d->final_norm, len, h);
     for (int64_t r0 = 0; r0 < len && rc == GPTQ_OK; r0 += chunk) {
         const int64_t nr = len - r0 < chunk ? len - r0 : chunk;
         rc = gptq__gemm_fp32(ctx, h + r0 * hid, nr, hid, d->head, vocab, d->logits);
@@ -380,7 +377,6 @@ int gptq__dev_head_nll(gptq__dev *d, gptq_model *m, float *h, const int32_t *ids
     }
     if (rc == GPTQ_OK)
         *count += len - 1;
-    gptq__free(logits);
     gptq__free(scratch);
     return rc;
 }

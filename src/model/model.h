@@ -177,6 +177,8 @@ void gptq__rms_norm(const gptq_ctx *ctx, const float *x, const float *w, int64_t
                     int64_t width, float eps, float *y);
 void gptq__silu_mul(const gptq_ctx *ctx, float *g, const float *u, int64_t n, int64_t width);
 void gptq__add_into(const gptq_ctx *ctx, float *y, const float *x, int64_t n, int64_t width);
+/* y[r][o] += b[o] for n rows of width (the host version of the add_bias slot). */
+void gptq__add_bias(float *y, const float *b, int64_t n, int64_t width);
 
 /* y[n, out] = x[n, in] W[out, in]^T through the backend's gemm (operands as it takes
  * them), in float32 whatever the context's math mode. */

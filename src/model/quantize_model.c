@@ -239,54 +239,6 @@ static int dev_batch_major(pipeline *p, int32_t first, int32_t last, int copy)
     return rc;
 }
 
-/* quantize_layer on the device: Hessians accumulate there and come to the host once,
- * for the quantizer; each quantized Q goes back up for the passes after it. */
-static int quantize_linear(pipeline *p, int64_t layer, gptq__layer *L, int j,
-                           const gptq_hessian *h, gptq_packed *packed);
-
-static int dev_quantize_layer(pipeline *p, int64_t i, gptq__layer *L, gptq_packed *packed)
-{
-    const int ts = p->o->true_sequential;
-    int rc = gptq__dev_load_layer(p->dev, L);
-    int any[4] = {0}; /* a subset whose linears all stay float needs no Hessian */
-
-    for (int s = 0; s < 4; s++)
-        for (int c = 0; c < subsets[s].count; c++)
-            any[s] |= to_quantize(p, &L->lin[subsets[s].lins[c]]);
-    gptq__dev_hessians_reset(p->dev);
-    if (rc == GPTQ_OK && !ts) {
-        for (int s = 0; s < 4; s++)
-            p->cap_on[subsets[s].point] = any[s];
-        rc = dev_batch_major(p, 0, 3, 1);
-        memset(p->cap_on, 0, sizeof p->cap_on);
-    }
-    for (int s = 0; rc == GPTQ_OK && s < 4; s++) {
-        const int32_t point = subsets[s].point;
-        if (ts) { /* stage s ends at subset s's input */
-            p->cap_on[point] = any[s];
-            rc = run_stage(p, L, s);
-            p->cap_on[point] = 0;
-        }
-        if (rc == GPTQ_OK && any[s])
-            rc = gptq__dev_hessian_take(p->dev, point, &p->hs[s]);
-        for (int c = 0; rc == GPTQ_OK && c < subsets[s].count; c++) {
-            const int j = subsets[s].lins[c];
-            if (!to_quantize(p, &L->lin[j]))
-                continue;
-            rc = quantize_linear(p, i, L, j, p->hs[s], &packed[j]);
-            if (rc == GPTQ_OK)
-                rc = gptq__dev_load_linear(p->dev, L, j);
-        }
-        gptq_hessian_free(p->hs[s]);
-        p->hs[s] = NULL;
-    }
-    /* The next layer's inputs: with true-sequential the stash already holds silu(gate) *
-     * up of the quantized gate and up; without, the quantized layer runs whole. */
-    if (rc == GPTQ_OK)
-        rc = ts ? run_stage(p, L, 4) : dev_batch_major(p, 1, 4, 0);
-    return rc;
-}
-
 static int report(pipeline *p, int64_t layer, const char *module, const gptq_result *r,
                   double seconds)
 {
@@ -414,6 +366,51 @@ static int host_quantize_layer(pipeline *p, int64_t i, gptq__layer *L, gptq_pack
     if (rc == GPTQ_OK)
         rc = ts && p->stash ? run_stage(p, L, 4)                /* the next layer's inputs */
                             : run_layer(p, L, 0, GPTQ_CAP_COUNT);
+    return rc;
+}
+
+/* quantize_layer on the device: Hessians accumulate there and come to the host once,
+ * for the quantizer; each quantized Q goes back up for the passes after it. */
+static int dev_quantize_layer(pipeline *p, int64_t i, gptq__layer *L, gptq_packed *packed)
+{
+    const int ts = p->o->true_sequential;
+    int rc = gptq__dev_load_layer(p->dev, L);
+    int any[4] = {0}; /* a subset whose linears all stay float needs no Hessian */
+
+    for (int s = 0; s < 4; s++)
+        for (int c = 0; c < subsets[s].count; c++)
+            any[s] |= to_quantize(p, &L->lin[subsets[s].lins[c]]);
+    gptq__dev_hessians_reset(p->dev);
+    if (rc == GPTQ_OK && !ts) {
+        for (int s = 0; s < 4; s++)
+            p->cap_on[subsets[s].point] = any[s];
+        rc = dev_batch_major(p, 0, 3, 1);
+        memset(p->cap_on, 0, sizeof p->cap_on);
+    }
+    for (int s = 0; rc == GPTQ_OK && s < 4; s++) {
+        const int32_t point = subsets[s].point;
+        if (ts) { /* stage s ends at subset s's input */
+            p->cap_on[point] = any[s];
+            rc = run_stage(p, L, s);
+            p->cap_on[point] = 0;
+        }
+        if (rc == GPTQ_OK && any[s])
+            rc = gptq__dev_hessian_take(p->dev, point, &p->hs[s]);
+        for (int c = 0; rc == GPTQ_OK && c < subsets[s].count; c++) {
+            const int j = subsets[s].lins[c];
+            if (!to_quantize(p, &L->lin[j]))
+                continue;
+            rc = quantize_linear(p, i, L, j, p->hs[s], &packed[j]);
+            if (rc == GPTQ_OK)
+                rc = gptq__dev_load_linear(p->dev, L, j);
+        }
+        gptq_hessian_free(p->hs[s]);
+        p->hs[s] = NULL;
+    }
+    /* The next layer's inputs: with true-sequential the stash already holds silu(gate) *
+     * up of the quantized gate and up; without, the quantized layer runs whole. */
+    if (rc == GPTQ_OK)
+        rc = ts ? run_stage(p, L, 4) : dev_batch_major(p, 1, 4, 0);
     return rc;
 }
 
